@@ -1,0 +1,3 @@
+"""tlbench: where in a ViT should tokens be reduced?"""
+
+__version__ = "0.1.0"

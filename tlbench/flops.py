@@ -1,0 +1,231 @@
+"""Exact FLOP counts: fvcore with every operator accounted for, and an analytic cross-check.
+
+Convention (fvcore's, and what ViT papers call GFLOPs): one fused multiply-add = one FLOP;
+timm lists vit_base_patch16_224 at 17.58. Two fvcore gaps are closed here:
+- timm's fused attention calls aten::scaled_dot_product_attention, which fvcore silently skips
+  (4% of ViT-B/16, 14% of ViT-Ti/16, and exactly the term TokenLearner shrinks): handled.
+- fvcore rounds a general einsum to 4 significant digits: counted exactly instead.
+Any other operator fvcore cannot count must be on ZERO_COST_OPS, or counting fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import string
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlbench.errors import FlopCountError
+from tlbench.models import ModelInfo, Variant, model_info, shared_weights_copy
+
+# Operators counted as zero, and why: element-wise or reductions with at most a few operations per
+# element, negligible next to the matmuls (fvcore's convention; its own ignore-list treats relu,
+# clamp and max the same way). LayerNorm is *not* here: fvcore counts it (5 per element).
+ZERO_COST_OPS: dict[str, str] = {
+    "aten::add": "residual and position-embedding additions (element-wise)",
+    "aten::add_": "in-place addition (element-wise)",
+    "aten::sub": "element-wise",
+    "aten::rsub": "element-wise",
+    "aten::mul": "attention scale, layer scale (element-wise)",
+    "aten::mul_": "element-wise",
+    "aten::div": "element-wise (v1.0 mean pooling)",
+    "aten::gelu": "MLP activation (element-wise)",
+    "aten::silu": "activation (element-wise)",
+    "aten::tanh": "pre-logits activation (element-wise)",
+    "aten::sigmoid": "v1.0 maps and TokenFuser gate (element-wise)",
+    "aten::softmax": "attention and v1.1 spatial softmax (a few ops per element)",
+    "aten::mean": "global average pool (one add per element)",
+    "aten::sum": "reduction (one add per element)",
+}
+
+
+def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """aten::scaled_dot_product_attention: Q @ K^T plus P @ V = B*H*Nq*Nk*(d + dv) MACs."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])  # [B, H, Nq, d], [B, H, Nk, d], [B, H, Nk, dv]
+    return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+def einsum_macs(equation: str, shapes: list[list[int]]) -> int:
+    """Exact MACs of an einsum contracted pairwise left to right (torch's order without opt_einsum)."""
+    eq = equation.replace(" ", "")
+    lhs, _, out = eq.partition("->")
+    terms = lhs.split(",")
+    if not _:  # implicit output: letters seen once, sorted
+        counts = Counter(c for c in lhs if c.isalpha())
+        out = "".join(sorted(c for c, n in counts.items() if n == 1))
+    free = iter(c for c in string.ascii_letters if c not in eq)
+    ell_rank = max((len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes) if "..." in t),
+                   default=0)
+    ell = "".join(next(free) for _ in range(ell_rank))
+    terms = [t.replace("...", ell[len(ell) - (len(s) - len(t) + 3):] if "..." in t else "")
+             for t, s in zip(terms, shapes)]
+    out = out.replace("...", ell)
+    size: dict[str, int] = {}
+    for term, shape in zip(terms, shapes):
+        for c, n in zip(term, shape):
+            size[c] = max(size.get(c, 1), n)  # size-1 dims broadcast
+    if len(terms) < 2:
+        return 0  # a permutation or reduction of one operand: no multiplications
+    macs, acc = 0, terms[0]
+    for i, term in enumerate(terms[1:], start=1):
+        letters = set(acc) | set(term)
+        macs += math.prod(size[c] for c in letters)
+        later = set(out).union(*terms[i + 1:])
+        acc = "".join(c for c in sorted(letters) if c in later)
+    return macs
+
+
+def einsum_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    from fvcore.nn.jit_handles import get_shape
+
+    equation = inputs[0].toIValue()
+    shapes = [get_shape(v) for v in inputs[1].node().inputs()]
+    return einsum_macs(equation, shapes)
+
+
+@dataclass(frozen=True)
+class FlopReport:
+    """fvcore count of one forward pass of one image."""
+
+    gflops: float  # 1 FMA = 1 FLOP, per image
+    params_m: float  # parameters, millions
+    by_operator: dict[str, int] = field(default_factory=dict)  # MACs per counted operator
+    zero_ops: dict[str, int] = field(default_factory=dict)  # ZERO_COST_OPS seen: op -> calls
+
+    @property
+    def flops(self) -> int:
+        return sum(self.by_operator.values())
+
+
+def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None, in_chans: int = 3) -> FlopReport:
+    """Count one image's forward pass with fvcore; raise FlopCountError on an unaccounted operator.
+
+    Count the eager model, never a compiled one (fvcore cannot trace it, and FlopCounterMode
+    perturbs it: pytorch/pytorch#140909).
+    """
+    with warnings.catch_warnings():  # fvcore's import touches the deprecated torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    if img_size is None:
+        img_size = tuple(model.patch_embed.img_size)
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    device = next(model.parameters()).device
+    x = torch.randn(1, in_chans, h, w, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        analysis = FlopCountAnalysis(model, x)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
+        analysis.set_op_handle("aten::einsum", einsum_flop_jit)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.tracer_warnings("none")
+        by_operator = {op: int(n) for op, n in analysis.by_operator().items()}
+        unsupported = analysis.unsupported_ops()
+    finally:
+        model.train(was_training)
+    unknown = sorted(op for op in unsupported if op not in ZERO_COST_OPS)
+    if unknown:
+        raise FlopCountError(
+            f"fvcore cannot count {', '.join(unknown)} in {type(model).__name__}; add a handle in "
+            "tlbench/flops.py or, if element-wise, list it in ZERO_COST_OPS"
+        )
+    params = sum(p.numel() for p in model.parameters())
+    return FlopReport(sum(by_operator.values()) / 1e9, params / 1e6, by_operator, dict(unsupported))
+
+
+def analytic_flops(info: ModelInfo, variant: Variant, bottleneck_dim: int = 64, norms: bool = True) -> int:
+    """Closed-form MACs of a plain pre-norm ViT (+ TokenLearner) per image, fvcore conventions.
+
+    `norms=False` drops the LayerNorm terms (5 per element), which matmul-only counters such as
+    torch's FlopCounterMode do not count.
+    """
+    d, m, p = info.embed_dim, info.mlp_hidden, info.num_prefix_tokens
+    n_patch = info.num_patches
+    ln = 5 if norms else 0
+
+    def block(n: int) -> int:  # n tokens: LN, qkv, QK^T, PV, proj, LN, MLP
+        return ln * n * d + n * d * 3 * d + 2 * n * n * d + n * d * d + ln * n * d + 2 * n * d * m
+
+    def learner(s: int) -> int:  # on the n_patch grid tokens
+        if variant.version == "1.1":
+            masking = n_patch * d * bottleneck_dim + n_patch * bottleneck_dim * s
+        else:  # four 3x3 convs: C -> S, then S -> S three times
+            masking = n_patch * 9 * d * s + 3 * n_patch * 9 * s * s
+        return ln * n_patch * d + masking + s * n_patch * d
+
+    def fuser(s: int) -> int:  # LN, mix over S, LN, LN(original), gate MLP, einsum
+        gate = n_patch * d * bottleneck_dim + n_patch * bottleneck_dim * s
+        return 2 * ln * s * d + d * s * s + ln * n_patch * d + gate + n_patch * s * d
+
+    total = n_patch * info.patch_size**2 * info.in_chans * d  # patch embedding
+    k, s = variant.block_index, variant.num_tokens
+    n_full = p + n_patch
+    if variant.is_baseline:
+        total += info.depth * block(n_full)
+        n_last = n_full
+    elif variant.fuser:
+        total += k * block(n_full) + (info.depth - k) * (learner(s) + block(p + s) + fuser(s))
+        n_last = n_full
+    else:
+        total += k * block(n_full) + learner(s) + (info.depth - k) * block(p + s)
+        n_last = p + s
+    return total + ln * n_last * d + d * info.num_classes  # final norm, head
+
+
+@dataclass(frozen=True)
+class VariantFlops:
+    """One row of `tlbench flops`."""
+
+    model: str
+    variant: str
+    position: float | None
+    block_index: int | None
+    num_tokens: int | None
+    img_size: int
+    gflops: float
+    gflops_analytic: float
+    params_m: float
+
+
+def count_variants(variants: list[Variant], img_size: int | None = None) -> list[VariantFlops]:
+    """Count every variant of one model; the stock model is built once and its weights shared."""
+    from tlbench.models import _create, insert_tokenlearner
+
+    if not variants:
+        return []
+    info = model_info(variants[0].model, img_size)
+    base = _create(info.name, img_size=img_size, pretrained=False, num_classes=info.num_classes).eval()
+    rows = []
+    for v in variants:
+        model = insert_tokenlearner(shared_weights_copy(base), v)
+        rep = count_flops(model, info.img_size, info.in_chans)
+        rows.append(VariantFlops(
+            model=info.name, variant=v.name, position=v.position, block_index=v.block_index,
+            num_tokens=v.num_tokens, img_size=info.img_size[0], gflops=rep.gflops,
+            gflops_analytic=analytic_flops(info, v) / 1e9, params_m=rep.params_m,
+        ))  # fmt: skip
+    return rows
+
+
+def flopcounter_macs(model: nn.Module, img_size: int | None = None, in_chans: int = 3) -> int:
+    """Cross-check with torch's FlopCounterMode (2 FLOPs per MAC, matmuls only), in MACs.
+
+    Runs on a meta-device copy: on the CPU, FlopCounterMode counts fused attention as zero
+    (pytorch/pytorch#195460); on meta, attention decomposes into counted bmm calls.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = img_size or model.patch_embed.img_size[0]
+    meta = copy.deepcopy(model).to("meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        meta(torch.empty(1, in_chans, size, size, device="meta"))
+    return counter.get_total_flops() // 2

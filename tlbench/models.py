@@ -1,0 +1,371 @@
+"""ViT variants with a TokenLearner at relative position p: aliases, position -> block, insertion.
+
+Position p in [0, 1] maps to block index k = floor(p * depth + 0.5) (round half up); the
+TokenLearner runs before block k, and k = depth means after the last block. The unmodified
+model (`position=None`) is the baseline.
+
+Head design (the paper's `gap` classifier): every variant, the baseline included, pools by global
+average over the non-prefix tokens, i.e. the S learned tokens after TokenLearner. Class/register
+tokens stay in the sequence, untouched by TokenLearner (pretrained blocks expect them), but are
+not pooled. timm models are built with `global_pool='avg', fc_norm=False`, so the final
+LayerNorm stays before the pool and timm checkpoints load with their original key names.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tlbench.errors import ConfigError
+from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
+
+# The one alias table: short names for the paper's models and a few more.
+ALIASES: dict[str, str] = {
+    "vit_ti16": "vit_tiny_patch16_224",
+    "vit_s16": "vit_small_patch16_224",
+    "vit_s32": "vit_small_patch32_224",
+    "vit_b16": "vit_base_patch16_224",
+    "vit_b32": "vit_base_patch32_224",
+    "vit_b8": "vit_base_patch8_224",
+    "vit_l16": "vit_large_patch16_224",
+    "vit_l32": "vit_large_patch32_224",
+    "vit_h14": "vit_huge_patch14_224",
+}
+
+# Models that are not in timm's registry: timm VisionTransformer built from these arguments.
+CUSTOM_MODELS: dict[str, dict[str, Any]] = {
+    # For tests: timm's `test_vit` shape, 16 patches.
+    "tiny": dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0),
+    # A depth-12 ViT a 2-core CPU can train in minutes, so positions mean what they mean in B/16.
+    # No class token (as in the paper); jax init + 2-D sin-cos pos-embed init: with timm's default
+    # init it stays on a plateau for hundreds of steps (shared/reference/cpu-demo-feasibility.md).
+    "vit_cpu12": dict(
+        img_size=32,
+        patch_size=4,
+        embed_dim=64,
+        depth=12,
+        num_heads=2,
+        mlp_ratio=2.0,
+        class_token=False,
+        weight_init="jax",
+    ),
+}
+SINCOS_INIT = {"vit_cpu12"}
+DESCRIPTIONS = {
+    "tiny": "test model: 32 px, patch 8, width 64, depth 4, 2 heads",
+    "vit_cpu12": "CPU-sized depth-12 ViT: 32 px, patch 4, width 64, 2 heads, no class token",
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Architecture facts needed to place TokenLearner and count FLOPs."""
+
+    name: str
+    depth: int
+    embed_dim: int
+    num_heads: int
+    mlp_hidden: int
+    patch_size: int
+    img_size: tuple[int, int]
+    in_chans: int
+    num_patches: int
+    num_prefix_tokens: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the study: the baseline (position None) or TokenLearner at one block."""
+
+    model: str  # resolved name (timm name or a tlbench custom model)
+    position: float | None  # relative position p as requested
+    block_index: int | None  # k actually used: TokenLearner runs before block k
+    num_tokens: int | None  # S
+    version: str = "1.1"
+    fuser: bool = False
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.block_index is None
+
+    @property
+    def name(self) -> str:
+        """Stable id: 'baseline' or 'p0.25-s8' (+ '-v1.0', '-fuser'); with `model` the resume key."""
+        if self.is_baseline:
+            return "baseline"
+        name = f"p{self.position:.4g}-s{self.num_tokens}"
+        if self.version != "1.1":
+            name += f"-v{self.version}"
+        return name + ("-fuser" if self.fuser else "")
+
+
+def resolve_model(name: str) -> str:
+    """Alias or timm name -> the resolved name; ConfigError with the closest names otherwise."""
+    import timm
+
+    name = name.strip()
+    if name in ALIASES:
+        return ALIASES[name]
+    if name in CUSTOM_MODELS or name.split(".")[0] in vit_names():
+        return name
+    if timm.is_model(name):
+        raise ConfigError(
+            f"{name} is a timm model but not a VisionTransformer; `tlbench models --all` lists those"
+        )
+    close = difflib.get_close_matches(name, [*ALIASES, *CUSTOM_MODELS, *vit_names()], n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `tlbench models` lists them"
+    raise ConfigError(f"unknown model {name!r}{hint}")
+
+
+@functools.cache
+def vit_names() -> tuple[str, ...]:
+    """timm model names built as VisionTransformer (the families tlbench can modify)."""
+    import timm
+
+    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit"))
+
+
+def block_index(position: float, depth: int) -> int:
+    """Relative position p -> block index k = floor(p * depth + 0.5), round half up."""
+    if not isinstance(position, (int, float)) or not math.isfinite(position) or not 0 <= position <= 1:
+        raise ConfigError(f"position must be in [0, 1] (0 = before the first block), got {position}")
+    return math.floor(position * depth + 0.5)
+
+
+def _create(name: str, *, img_size: int | None, pretrained: bool, num_classes: int, **kw: Any) -> nn.Module:
+    """Instantiate the stock (unmodified) model with tlbench's head convention."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    if name in CUSTOM_MODELS:
+        args = dict(CUSTOM_MODELS[name], num_classes=num_classes, global_pool="avg", fc_norm=False)
+        if img_size is not None:
+            args["img_size"] = img_size
+        model = VisionTransformer(**args, **kw)
+        if name in SINCOS_INIT and model.pos_embed is not None:
+            from timm.layers import build_sincos2d_pos_embed
+
+            grid = list(model.patch_embed.grid_size)
+            with torch.no_grad():
+                pe = build_sincos2d_pos_embed(grid, model.embed_dim, device=model.pos_embed.device)
+                model.pos_embed.copy_(pe.unsqueeze(0))
+    else:
+        args = dict(num_classes=num_classes, global_pool="avg", fc_norm=False, **kw)
+        if img_size is not None:
+            args["img_size"] = img_size
+        try:
+            model = timm.create_model(name, pretrained=pretrained, **args)
+        except (RuntimeError, OSError, ValueError, TypeError) as e:  # no network, bad kwargs, missing weights
+            what = "load pretrained weights for" if pretrained else "build"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"could not {what} {name}: {first}") from None
+    if not isinstance(model, VisionTransformer):
+        raise ConfigError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
+    return model
+
+
+@functools.cache
+def model_info(name: str, img_size: int | None = None) -> ModelInfo:
+    """Architecture of a model (built on the meta device: instant, no weights)."""
+    resolved = resolve_model(name)
+    with torch.device("meta"):
+        m = _create(resolved, img_size=img_size, pretrained=False, num_classes=1000)
+    patch = m.patch_embed.patch_size
+    size = m.patch_embed.img_size
+    if img_size is not None and (img_size % patch[0] or img_size % patch[1]):
+        raise ConfigError(f"image size {img_size} is not divisible by {resolved}'s patch size {patch[0]}")
+    if patch[0] != patch[1]:
+        raise ConfigError(f"{resolved} has a non-square patch {patch}; tlbench needs square patches")
+    return ModelInfo(
+        name=resolved,
+        depth=len(m.blocks),
+        embed_dim=m.embed_dim,
+        num_heads=m.blocks[0].attn.num_heads,
+        mlp_hidden=m.blocks[0].mlp.fc1.out_features,
+        patch_size=patch[0],
+        img_size=tuple(size),
+        in_chans=m.patch_embed.proj.in_channels,
+        num_patches=m.patch_embed.num_patches,
+        num_prefix_tokens=m.num_prefix_tokens,
+        num_classes=m.num_classes,
+    )
+
+
+def make_variant(
+    model: str,
+    position: float | None = None,
+    num_tokens: int = 8,
+    *,
+    version: str = "1.1",
+    fuser: bool = False,
+    img_size: int | None = None,
+) -> Variant:
+    """Validate one (model, p, S) and return its Variant (block index resolved)."""
+    info = model_info(model, img_size)
+    if position is None:
+        return Variant(info.name, None, None, None)
+    if version not in ("1.1", "1.0"):
+        raise ConfigError(f"TokenLearner version must be 1.1 or 1.0, got {version!r}")
+    k = block_index(position, info.depth)
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ConfigError(f"number of tokens must be a positive integer, got {num_tokens!r}")
+    if num_tokens > info.num_patches:
+        raise ConfigError(
+            f"{num_tokens} tokens is more than the {info.num_patches} patch tokens it would reduce"
+        )
+    if fuser and k == info.depth:
+        raise ConfigError(
+            f"with the TokenFuser, p={position} maps to block {k} = depth: no block is left to fuse "
+            f"around; use p < {(info.depth - 0.5) / info.depth:.4g}"
+        )
+    return Variant(info.name, float(position), k, num_tokens, version, fuser)
+
+
+def make_variants(
+    model: str,
+    positions: list[float] | None = None,
+    tokens: list[int] | tuple[int, ...] = (8, 16),
+    *,
+    baseline: bool = True,
+    version: str = "1.1",
+    fuser: bool = False,
+    img_size: int | None = None,
+) -> list[Variant]:
+    """Baseline first, then TokenLearner at each position x token count, sorted by (k, S).
+
+    `positions=None` means every block index 0..depth (0..depth-1 with the fuser). Positions that
+    map to the same block index are one variant: the first one given names it.
+    """
+    info = model_info(model, img_size)
+    if positions is None:
+        last = info.depth - 1 if fuser else info.depth
+        positions = [k / info.depth for k in range(last + 1)]
+    out = [make_variant(model, img_size=img_size)] if baseline else []
+    seen: dict[tuple[int, int], Variant] = {}
+    for p in positions:
+        for s in tokens:
+            v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size)
+            seen.setdefault((v.block_index, v.num_tokens), v)
+    return out + [seen[key] for key in sorted(seen)]
+
+
+def insert_tokenlearner(model: nn.Module, variant: Variant, bottleneck_dim: int = 64) -> nn.Module:
+    """Put a fresh TokenLearner into a stock timm ViT, in place, as `variant` says; returns it.
+
+    Without the fuser it becomes `model.blocks[k]` (later blocks shift by one); with the fuser,
+    blocks k..depth-1 are wrapped as TokenFuserBlock (scenic's EncoderModFuser).
+    """
+    model.tl_variant = variant
+    if variant.is_baseline:
+        return model
+    blocks = list(model.blocks)
+    dim, k, s = model.embed_dim, variant.block_index, variant.num_tokens
+    grid = tuple(model.patch_embed.grid_size)
+    prefix = model.num_prefix_tokens
+
+    def learner() -> TokenLearner:
+        return TokenLearner(dim, s, variant.version, bottleneck_dim, grid).to(model.pos_embed.device)
+
+    if variant.fuser:
+        for i in range(k, len(blocks)):
+            fuser = TokenFuser(dim, s, bottleneck_dim).to(model.pos_embed.device)
+            blocks[i] = TokenFuserBlock(blocks[i], learner(), fuser, prefix)
+    else:
+        blocks.insert(k, TokenLearnerLayer(learner(), prefix))
+    model.blocks = nn.Sequential(*blocks)
+    return model
+
+
+def build_model(
+    variant: Variant,
+    *,
+    img_size: int | None = None,
+    pretrained: bool = False,
+    num_classes: int = 1000,
+    checkpoint_path: str | Path | None = None,
+) -> nn.Module:
+    """Build `variant` (eval mode): stock model, optional pretrained backbone, fresh TokenLearner."""
+    model_info(variant.model, img_size)  # validates the image size
+    model = _create(variant.model, img_size=img_size, pretrained=pretrained and not checkpoint_path,
+                    num_classes=num_classes)
+    if checkpoint_path is not None:
+        load_backbone(model, checkpoint_path)
+    return insert_tokenlearner(model, variant).eval()
+
+
+def build_variant(
+    model: str,
+    position: float | None = None,
+    num_tokens: int = 8,
+    img_size: int | None = None,
+    version: str = "1.1",
+    fuser: bool = False,
+    pretrained: bool = False,
+    num_classes: int = 1000,
+    checkpoint_path: str | Path | None = None,
+) -> nn.Module:
+    """The notebook entry point: a timm ViT with TokenLearner before block round(p * depth).
+
+    Args:
+        model: alias (`tlbench models`) or any timm ViT name.
+        position: relative position p in [0, 1]; None builds the unmodified baseline.
+        num_tokens: S learned tokens.
+        img_size: input size (default: the model's).
+        version: TokenLearner "1.1" (MLP + softmax, default) or "1.0" (convs + sigmoid).
+        fuser: the paper's TokenLearner + TokenFuser in every layer from p on.
+        pretrained: load timm weights into the backbone (the TokenLearner starts fresh).
+        num_classes: classifier outputs.
+        checkpoint_path: a local timm-format checkpoint instead of the hub (implies pretrained).
+
+    Returns:
+        The model in eval mode, with `model.tl_variant` set.
+    """
+    variant = make_variant(model, position, num_tokens, version=version, fuser=fuser, img_size=img_size)
+    return build_model(variant, img_size=img_size, pretrained=pretrained, num_classes=num_classes,
+                       checkpoint_path=checkpoint_path)
+
+
+def load_backbone(model: nn.Module, path: str | Path) -> None:
+    """Load a timm-format state dict into a stock ViT; pos-embed resampled, mismatched head dropped."""
+    from timm.models import load_state_dict
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint file not found: {path}")
+    try:
+        state = checkpoint_filter_fn(load_state_dict(str(path)), model)
+    except Exception as e:  # a corrupt or foreign file: say which, in one line
+        raise ConfigError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from None
+    own = model.state_dict()
+    for key in [k for k in state if k.startswith("head.") and k in own]:
+        if state[key].shape != own[key].shape:  # a different number of classes: keep a fresh head
+            del state[key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("head.")]
+    if missing or unexpected:
+        raise ConfigError(
+            f"checkpoint {path} does not fit {type(model).__name__}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def shared_weights_copy(model: nn.Module) -> nn.Module:
+    """A copy whose module tree can be edited while sharing the weights (for FLOP counting)."""
+    new = copy.copy(model)
+    new._modules = dict(model._modules)
+    return new
+
+
+def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Frozen features for probing: the pooled representation before the classifier, [B, D]."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
