@@ -1,0 +1,219 @@
+"""Sweep configuration: typed records with commented defaults, loaded strictly from TOML.
+
+The defaults ARE the built-in study (`tlbench sweep` with no argument); sweeps/default.toml
+spells them out. Unknown keys, wrong types and bad values raise ConfigError naming file and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlbench.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "vit_cpu12"  # alias or timm ViT name
+    img_size: int | None = None  # None: the model's own
+    pretrained: bool = False  # timm weights for the backbone (TokenLearner always starts fresh)
+    checkpoint: str | None = None  # a local timm checkpoint instead of the hub
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    # The paper's figure: start, 1/4, 1/2, 3/4 and the baseline. p = 1 (after the last block)
+    # costs the baseline plus the module, so the CPU default leaves it out.
+    positions: tuple[float, ...] | str = (0.0, 0.25, 0.5, 0.75)  # or "all": every block index
+    tokens: tuple[int, ...] = (8,)
+    baseline: bool = True
+    version: str = "1.1"  # TokenLearner 1.1 (MLP + softmax) or 1.0 (convs + sigmoid)
+    fuser: bool = False  # TokenLearner + TokenFuser in every layer from p on
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    enabled: bool = True
+    device: str = "auto"  # cuda if present, else cpu
+    batch_size: int | str = "auto"  # 'auto': largest that fits on CUDA; 8 on CPU
+    dtype: str = "float32"  # or bfloat16 / float16 (autocast)
+    compile: bool = False
+    rounds: int | None = None  # None: the device's default
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    enabled: bool = True
+    train_data: str = "mnist"  # pre-training set: built-in, folder:PATH, or cifar10:ROOT ...
+    probe_data: tuple[str, ...] = ("digits", "mnist")  # transfer probe + in-domain held-out probe
+    steps: int = 500  # ~600 reach the paper's shape on vit_cpu12 (cpu-demo-feasibility.md)
+    batch_size: int = 128
+    lr: float = 3e-3
+    shots: tuple[int, ...] = (1, 5, 10, 25)  # big_vision's
+    seeds: int = 3
+    l2_reg: float = 1024.0  # 2**10, big_vision's
+    device: str = "auto"
+    budget_s: float | None = 900.0  # skip a variant whose estimated cost is above this
+    workers: int = 2  # variants trained in parallel processes (threads split between them)
+    init_reference: bool = True  # also probe the features before training
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "default"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+
+def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None) -> SweepConfig:
+    """A sweep file (or the built-in default when None) with `key=value` overrides applied."""
+    where = str(path) if path else "built-in default"
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"sweep file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        _set(data, key.strip(), _parse_value(raw.strip()))
+    return from_dict(data, where)
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> SweepConfig:
+    return _build(SweepConfig, data, where, "")
+
+
+def to_dict(config: SweepConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _parse_value(raw: str) -> Any:
+    """An override value is a TOML value; anything TOML cannot read is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[last] = value
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in data.items():
+        hint, key = hints[name], prefix + name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, where, key + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, where, key)
+    config = cls(**kwargs)
+    _validate(config, where, prefix)
+    return config
+
+
+def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
+    """Check `value` against a field's type; lists become tuples."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for opt in options:
+        if opt is type(None) and value is None:
+            return None
+        origin = typing.get_origin(opt)
+        if origin is tuple and isinstance(value, list):
+            item = typing.get_args(opt)[0]
+            if all(_is(v, item) for v in value):
+                return tuple(float(v) if item is float else v for v in value)
+        elif origin is None and opt is not type(None) and _is(value, opt):
+            return float(value) if opt is float else value
+    names = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"{where}: {key} must be {names}, got {value!r}")
+
+
+def _is(value: Any, typ: type) -> bool:
+    if typ is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _type_name(t: Any) -> str:
+    if t is type(None):
+        return "absent"
+    if typing.get_origin(t) is tuple:
+        return f"a list of {typing.get_args(t)[0].__name__}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(t, str(t))
+
+
+def _validate(config: Any, where: str, prefix: str) -> None:
+    """Value checks that types alone cannot express."""
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: {prefix}{key} {why}")
+
+    if isinstance(config, GridConfig):
+        if isinstance(config.positions, str) and config.positions != "all":
+            raise bad("positions", f"must be a list of numbers or 'all', got {config.positions!r}")
+        for p in () if isinstance(config.positions, str) else config.positions:
+            if not 0 <= p <= 1:
+                raise bad("positions", f"must lie in [0, 1], got {p}")
+        if not config.tokens or min(config.tokens) < 1:
+            raise bad("tokens", "must be positive integers")
+        if config.version not in ("1.1", "1.0"):
+            raise bad("version", f"must be '1.1' or '1.0', got {config.version!r}")
+    if isinstance(config, SpeedConfig):
+        if isinstance(config.batch_size, str) and config.batch_size != "auto":
+            raise bad("batch_size", f"must be a positive integer or 'auto', got {config.batch_size!r}")
+        if isinstance(config.batch_size, int) and config.batch_size < 1:
+            raise bad("batch_size", "must be positive")
+        if config.dtype not in ("float32", "bfloat16", "float16"):
+            raise bad("dtype", f"must be float32, bfloat16 or float16, got {config.dtype!r}")
+    if isinstance(config, QualityConfig):
+        for key in ("steps", "batch_size", "seeds", "workers"):
+            if getattr(config, key) < (0 if key == "steps" else 1):
+                raise bad(key, f"must be {'>= 0' if key == 'steps' else 'positive'}")
+        if not config.shots or min(config.shots) < 1:
+            raise bad("shots", "must be positive integers")
+        if not config.probe_data:
+            raise bad("probe_data", "needs at least one dataset")
+    for key in ("device",):
+        dev = getattr(config, key, None)
+        if dev is not None and dev not in ("auto", "cpu", "cuda") and not dev.startswith("cuda:"):
+            raise bad(key, f"must be auto, cpu, cuda or cuda:N, got {dev!r}")

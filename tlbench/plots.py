@@ -1,0 +1,222 @@
+"""Paper-style figures from a results table only (no model code): PNG + PDF per figure.
+
+- accuracy_vs_position: few-shot accuracy vs relative position, a line per token count, the
+  baseline as a horizontal band (mean ± std over seeds), seeds as error bars (the paper's Fig. 4);
+- gflops_vs_position: compute vs relative position, with the baseline;
+- accuracy_vs_gflops: the trade-off, baseline marked, points labelled by p, Pareto front drawn;
+- speedup: measured speedup vs the FLOP-implied one (where speed was measured).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+BASE_COLOR = "0.25"
+RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "axes.titleweight": "bold"}
+
+
+def _style() -> None:
+    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.15, rc=RC)
+
+
+def _metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of one metric; accuracy only after training (stage 'quality', not 'quality_init')."""
+    rows = df[df["metric"] == metric]
+    return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
+
+
+def _token_palette(tokens: list[int]) -> dict[int, tuple]:
+    colors = sns.color_palette("colorblind", max(len(tokens), 1))
+    return {s: colors[i] for i, s in enumerate(sorted(tokens))}
+
+
+def _model_title(df: pd.DataFrame) -> str:
+    models = sorted(df["model"].dropna().unique())
+    return ", ".join(models)
+
+
+def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
+    """Few-shot accuracy (%) vs relative position, a panel per (dataset, shots)."""
+    acc = _metric(df, "fewshot_acc")
+    if acc.empty:
+        return None
+    datasets, shots = sorted(acc["dataset"].dropna().unique()), sorted(acc["shots"].dropna().unique())
+    fig, axes = plt.subplots(len(datasets), len(shots), figsize=(3.2 * len(shots), 2.8 * len(datasets)),
+                             squeeze=False, sharex=True)  # fmt: skip
+    tl = acc[acc["variant"] != "baseline"]
+    palette = _token_palette(list(tl["num_tokens"].dropna().unique()))
+    for (i, ds), (j, k) in ((a, b) for a in enumerate(datasets) for b in enumerate(shots)):
+        ax, sub = axes[i][j], acc[(acc["dataset"] == ds) & (acc["shots"] == k)]
+        base = sub[sub["variant"] == "baseline"]["value"] * 100
+        if len(base):
+            m, s = base.mean(), base.std(ddof=0)
+            ax.axhspan(m - s, m + s, color=BASE_COLOR, alpha=0.15, lw=0)
+            ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2, label="baseline (no TokenLearner)")
+        for s_tok, g in sub[sub["variant"] != "baseline"].groupby("num_tokens"):
+            stats = g.groupby("position")["value"].agg(["mean", "std"]).reset_index()
+            ax.errorbar(stats["position"], stats["mean"] * 100, yerr=stats["std"].fillna(0) * 100,
+                        marker="o", ms=4, capsize=2.5, lw=1.5, color=palette[s_tok],
+                        label=f"TokenLearner, {s_tok} tokens")  # fmt: skip
+        ax.set_title(f"{ds}, {k}-shot", fontsize=10)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        if j == 0:
+            ax.set_ylabel("few-shot accuracy (%)")
+        if i == len(datasets) - 1:
+            ax.set_xlabel("relative position p of TokenLearner")
+    _legend(fig, axes)
+    fig.suptitle(f"Few-shot linear probe vs TokenLearner position — {_model_title(df)}", y=1.0)
+    return fig
+
+
+def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
+    """GFLOPs per image vs relative position, a line per token count, baseline dashed."""
+    g = _metric(df, "gflops")
+    if g.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    base = g[g["variant"] == "baseline"]["value"]
+    if len(base):
+        ax.axhline(base.iloc[0], color=BASE_COLOR, ls="--", lw=1.2, label="baseline")
+    tl = g[g["variant"] != "baseline"]
+    palette = _token_palette(list(tl["num_tokens"].dropna().unique()))
+    for s_tok, sub in tl.groupby("num_tokens"):
+        sub = sub.sort_values("position")
+        ax.plot(sub["position"], sub["value"], marker="o", ms=4, lw=1.5, color=palette[s_tok],
+                label=f"{s_tok} tokens")  # fmt: skip
+    ax.set_xlabel("relative position p of TokenLearner")
+    ax.set_ylabel("GFLOPs per image (1 MAC = 1 FLOP)")
+    ax.set_ylim(bottom=0)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+    ax.set_title(f"Compute vs position — {_model_title(df)}", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    sns.despine(fig)
+    return fig
+
+
+def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure | None:
+    """Accuracy vs GFLOPs at one shot count (5 if present: the paper's), a panel per dataset."""
+    acc, g = _metric(df, "fewshot_acc"), _metric(df, "gflops")
+    if acc.empty or g.empty:
+        return None
+    available = sorted(acc["shots"].dropna().unique())
+    shots = shots if shots in available else (5 if 5 in available else available[-1])
+    acc = acc[acc["shots"] == shots]
+    flops = g.groupby("variant")["value"].first()
+    datasets = sorted(acc["dataset"].dropna().unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
+    palette = _token_palette(list(acc["num_tokens"].dropna().unique()))
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        pts = acc[acc["dataset"] == ds].groupby(["variant", "position", "num_tokens"], dropna=False)
+        pts = pts["value"].agg(["mean", "std"]).reset_index()
+        pts["gflops"] = pts["variant"].map(flops)
+        pts = pts.dropna(subset=["gflops"])
+        for _, r in pts.iterrows():
+            is_base = r["variant"] == "baseline"
+            ax.errorbar(r["gflops"], r["mean"] * 100, yerr=(0 if pd.isna(r["std"]) else r["std"] * 100),
+                        marker="*" if is_base else "o", ms=11 if is_base else 5, capsize=2,
+                        color=BASE_COLOR if is_base else palette[int(r["num_tokens"])], lw=0,
+                        elinewidth=1)  # fmt: skip
+            label = "baseline" if is_base else f"p={r['position']:.3g}"
+            ax.annotate(label, (r["gflops"], r["mean"] * 100), textcoords="offset points",
+                        xytext=(5, 4), fontsize=7)  # fmt: skip
+        front = pareto_front(pts["gflops"].to_numpy(), pts["mean"].to_numpy())
+        ax.step(pts["gflops"].to_numpy()[front], pts["mean"].to_numpy()[front] * 100, where="post",
+                color="tab:red", lw=1, alpha=0.7, label="Pareto front")  # fmt: skip
+        for s_tok, c in palette.items():
+            ax.plot([], [], "o", color=c, label=f"TokenLearner, {s_tok} tokens")
+        ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
+        ax.set_xlabel("GFLOPs per image")
+        ax.set_ylabel(f"{shots}-shot accuracy (%)")
+        ax.set_title(ds, fontsize=10)
+        ax.legend(frameon=False, fontsize=7, loc="lower right")
+    fig.suptitle(f"Accuracy vs compute — {_model_title(df)}", y=1.02)
+    sns.despine(fig)
+    return fig
+
+
+def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
+    """Measured speedup vs FLOP-implied speedup (baseline GFLOPs / variant GFLOPs)."""
+    sp, g = _metric(df, "speedup"), _metric(df, "gflops")
+    if sp.empty or g.empty:
+        return None
+    flops = g.groupby("variant")["value"].first()
+    if "baseline" not in flops:
+        return None
+    sp = sp[sp["variant"] != "baseline"].copy()
+    sp["flops_speedup"] = flops["baseline"] / sp["variant"].map(flops)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    hi = max(sp["flops_speedup"].max(), sp["value"].max()) * 1.1
+    ax.plot([1, hi], [1, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
+    palette = _token_palette(list(sp["num_tokens"].dropna().unique()))
+    for _, r in sp.iterrows():
+        ax.plot(r["flops_speedup"], r["value"], "o", color=palette[int(r["num_tokens"])])
+        ax.annotate(f"p={r['position']:.3g}", (r["flops_speedup"], r["value"]),
+                    textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
+    for s_tok, c in palette.items():
+        ax.plot([], [], "o", color=c, label=f"{s_tok} tokens")
+    dev = sp["device"].dropna().unique()
+    ax.set_xlabel("FLOP-implied speedup (×)")
+    ax.set_ylabel("measured speedup (×)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(f"Wall-clock vs FLOPs — {dev[0] if len(dev) else ''}", fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    sns.despine(fig)
+    return fig
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats (lower or equal cost, higher value), by cost."""
+    order = np.argsort(cost, kind="stable")
+    front, best = [], -np.inf
+    for i in order:
+        if value[i] > best:
+            front.append(i)
+            best = value[i]
+    return np.array(front, dtype=int)
+
+
+FIGURES = {
+    "accuracy_vs_position": accuracy_vs_position,
+    "gflops_vs_position": gflops_vs_position,
+    "accuracy_vs_gflops": accuracy_vs_gflops,
+    "speedup_vs_flops": speedup_vs_flops,
+}
+
+
+def plot_results(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Render every figure the table has data for into out_dir (PNG + PDF); return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _style()
+    written = []
+    for name, make in FIGURES.items():
+        fig = make(df)
+        if fig is None:
+            continue
+        for ext in ("png", "pdf"):
+            path = out_dir / f"{name}.{ext}"
+            fig.savefig(path, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
+               bbox_to_anchor=(0.5, -0.06))  # fmt: skip
+    sns.despine(fig)
+    fig.tight_layout()
