@@ -86,5 +86,5 @@ def test_unknown_metric_is_a_bug() -> None:
 def test_summary_is_one_row_per_variant(tmp_path: Path) -> None:
     s = results.summary(results.load_results(_run(tmp_path)))
     assert list(s["variant"]) == ["baseline", "p0.5-s4"]
-    assert s.set_index("variant").loc["p0.5-s4", "x baseline"] == pytest.approx(0.6)
+    assert s.set_index("variant").loc["p0.5-s4", "×base"] == pytest.approx(0.6)
     assert s.set_index("variant").loc["p0.5-s4", "digits 5-shot %"] == pytest.approx(75.0)

@@ -1,3 +1,30 @@
-"""tlbench: where in a ViT should tokens be reduced?"""
+"""tlbench: where in a Vision Transformer should tokens be reduced, and what does it buy?
+
+The public entry points are imported lazily, so that `tlbench --help` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "build_variant": "tlbench.models",
+    "make_variants": "tlbench.models",
+    "count_flops": "tlbench.flops",
+    "run_sweep": "tlbench.sweep",
+    "load_sweep": "tlbench.config",
+    "load_results": "tlbench.results",
+    "fewshot_accuracy": "tlbench.fewshot",
+    "measure_throughput": "tlbench.throughput",
+}
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'tlbench' has no attribute {name!r}")

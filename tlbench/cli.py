@@ -153,6 +153,313 @@ def _fmt(value: Any, spec: str = "{}") -> str:
     return "–" if value is None else spec.format(value)
 
 
+@app.command()
+def bench(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."
+    ),
+    positions: str = typer.Option(
+        "0,0.25,0.5,0.75", help="Relative positions p in [0,1], comma list."
+    ),
+    tokens: str = typer.Option("8", help="Numbers of learned tokens S, comma list."),
+    batch_size: str = typer.Option(
+        "auto",
+        help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8.",
+    ),
+    dtype: str = typer.Option(
+        "float32", help="float32 (TF32 off), or bfloat16 / float16 autocast."
+    ),
+    compile_: bool = typer.Option(False, "--compile", help="Time torch.compile'd models."),
+    device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda or cuda:N."),
+    rounds: int | None = typer.Option(None, help="Timed rounds (default: CPU 5, CUDA 10)."),
+    threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+) -> None:
+    """Time the baseline and each variant interleaved; speedup vs FLOP-implied speedup."""
+    with user_errors():
+        check_format(fmt)
+        pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be >= 1; got {threads}")
+        from tlbench.bench import bench_variants
+
+        with err_console.status("benchmarking") as status:
+            records = bench_variants(
+                model, pos, toks, batch_size=batch_size, dtype=dtype, compile=compile_,
+                device=device, rounds=rounds, threads=threads, progress=status.update,
+            )  # fmt: skip
+    r0 = records[0]
+    table = Table(
+        title=f"{r0['model']} on {r0['device_name']} ({r0['device']}, threads {r0['threads']}), "
+        f"{r0['dtype']}, batch {r0['batch_size']}, {r0['rounds']} rounds"
+        + (", compiled" if r0["compiled"] else ""),
+        caption="ms/batch: median over rounds ± half the p10–p90 spread. speedup: median per-round "
+        "ratio to this run's baseline. FLOPs×: baseline GFLOPs / variant GFLOPs. "
+        "eff. = speedup / FLOPs×.",
+    )
+    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "FLOPs×", "eff."):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for r in records:
+        spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
+        table.add_row(
+            r["variant"], _fmt(r["block_index"]), f"{r['images_per_s']:.4g}",
+            f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
+            f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}",
+        )  # fmt: skip
+    emit_records(records, fmt, table)
+
+
+@app.command()
+def sweep(
+    config: Path | None = typer.Argument(None, help="A sweep file (sweeps/*.toml). Default: the built-in study."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Override the model (alias or timm name)."),
+    positions: str | None = typer.Option(None, help="Override the positions, comma list; 'all' = every block."),
+    tokens: str | None = typer.Option(None, help="Override the token counts, comma list."),
+    device: str | None = typer.Option(None, help="Device for speed and quality: auto, cpu, cuda."),
+    set_: list[str] = typer.Option([], "--set", help="Override any key: --set quality.steps=100 (TOML value)."),
+    out: Path = typer.Option(Path("results"), help="Results root; the run goes to OUT/NAME/RUN_ID/."),
+    resume: Path | None = typer.Option(None, help="Finish this run directory (no row is duplicated)."),
+) -> None:
+    """Run the placement study: compute, speed and quality per variant, then the figures."""
+    with user_errors():
+        if resume is not None and (config or model or positions or tokens or device or set_):
+            raise ConfigError("--resume takes the run's own config; drop the other sweep options")
+        overrides = list(set_)
+        if model:
+            overrides.append(f'model.name="{model}"')
+        if positions:
+            pos = '"all"' if positions.strip() == "all" else str(parse_floats(positions, "--positions"))
+            overrides.append("grid.positions=" + pos)
+        if tokens:
+            overrides.append(f"grid.tokens={parse_ints(tokens, '--tokens')}")
+        if device:
+            overrides += [f'speed.device="{device}"', f'quality.device="{device}"']
+        from tlbench.config import load_sweep
+
+        cfg = load_sweep(config, overrides)
+        if model and config is None and cfg.name == "default":
+            from dataclasses import replace
+
+            cfg = replace(cfg, name=model)
+        from tlbench.sweep import run_sweep
+
+        with SweepProgress() as bar:
+            result = run_sweep(cfg, out, resume=resume, progress=bar.event)
+        from tlbench.results import load_results
+
+        df = load_results(result.run_dir)
+    for line in result.skipped:
+        err_console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
+    console.print(summary_table(df))
+    console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv")
+    if result.figures:
+        console.print(f"figures: {result.run_dir / 'figures'}/ ({len(result.figures)} files)")
+
+
+class SweepProgress:
+    """Rich progress for a sweep: one bar over variants x stages, one per variant in training."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                                 console=err_console, transient=False)  # fmt: skip
+        self.main: Any = None
+        self.training: dict[str, Any] = {}
+
+    def __enter__(self) -> SweepProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def event(self, event: str, **info: Any) -> None:
+        p = self.progress
+        if event == "plan":
+            self.main = p.add_task("variants × stages", total=info["total"], info=str(info["run_dir"]))
+        elif event == "unit" and self.main is not None:
+            p.advance(self.main, info.get("advance", 1))
+            if info.get("stage") == "quality" and info.get("variant") in self.training:
+                p.remove_task(self.training.pop(info["variant"]))
+        elif event == "status" and self.main is not None:
+            p.update(self.main, info=info["text"])
+        elif event == "train":
+            name = info["variant"]
+            if name not in self.training:
+                self.training[name] = p.add_task(f"  train {name}", total=info["steps"], info="")
+            p.update(self.training[name], completed=info["step"], info=f"loss {info['loss']:.3f}")
+        elif event == "skip":
+            p.console.print(f"[yellow]skip[/] {info['reason']}", highlight=False)
+
+
+def summary_table(df: Any) -> Table:
+    """One row per variant: compute, speed and the mean few-shot accuracy per probe set."""
+    from tlbench.results import summary
+
+    frame = summary(df)
+    table = Table(title="tlbench sweep summary")
+    for col in frame.columns:
+        table.add_column(str(col), justify="left" if col == "variant" else "right")
+    for _, row in frame.iterrows():
+        table.add_row(*[_cell(v) for v in row])
+    return table
+
+
+def _cell(v: Any) -> str:
+    import pandas as pd
+
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return "–"
+    if isinstance(v, (float, int)) and not isinstance(v, bool):
+        return f"{v:.4g}"
+    return str(v)
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json, rows.jsonl)."),
+    out: Path | None = typer.Option(None, help="Where to write the figures (default RUN_DIR/figures)."),
+) -> None:
+    """Render the paper-style figures (PNG + PDF) from a run's results table."""
+    with user_errors():
+        from tlbench.plots import plot_results
+        from tlbench.results import load_results
+
+        written = plot_results(load_results(run_dir), out or run_dir / "figures")
+    for path in written:
+        console.print(str(path))
+    if not written:
+        err_console.print("no rows to plot yet")
+
+
+@app.command()
+def check(
+    baseline: Path = typer.Option(..., "--baseline", help="A committed compute baseline (results/baselines/*.json)."),
+    update: bool = typer.Option(False, "--update", help="Rewrite the baseline with the current counts."),
+    tolerance: float | None = typer.Option(None, help="Relative tolerance on each FLOP ratio (default: the file's)."),
+    fmt: str = typer.Option("table", "--format", help="table or markdown."),
+) -> None:
+    """CI gate: exit 1 when a variant's FLOP saving shrinks, a variant goes missing, or the
+    operators counted as zero change."""
+    with user_errors():
+        if fmt not in ("table", "markdown"):
+            raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
+        from tlbench.check import run_check
+
+        findings, passed = run_check(baseline, update=update, tolerance=tolerance)
+    heads = ("model", "variant", "status", "stored ratio", "current ratio", "stored GFLOPs", "current GFLOPs", "note")
+    rows = [(f.model, f.variant, f.status, _fmt(f.stored_ratio, "{:.5f}"), _fmt(f.current_ratio, "{:.5f}"),
+             _fmt(f.stored_gflops, "{:.4f}"), _fmt(f.current_gflops, "{:.4f}"), f.note) for f in findings]  # fmt: skip
+    failed = [r for r, f in zip(rows, findings, strict=True) if f.failed or f.status != "ok"]
+    verdict = "updated" if update else ("passed" if passed else "FAILED")
+    if fmt == "markdown":
+        shown = failed or rows
+        print(f"### tlbench compute check: {verdict} ({len(findings)} checks, {len(failed)} not ok)\n")
+        print("| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
+        for r in shown:
+            print("| " + " | ".join(r) + " |")
+    else:
+        table = Table(title=f"tlbench compute check against {baseline}: {verdict}")
+        for h in heads:
+            table.add_column(h)
+        for r in rows:
+            style = {"regressed": "red", "missing": "red", "ops-changed": "red", "improved": "green"}
+            table.add_row(*r, style=style.get(r[2]))
+        console.print(table)
+    if not passed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def probe(
+    model: str = typer.Option(..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."),
+    position: float | None = typer.Option(None, help="Relative position p in [0,1]; omit for the baseline."),
+    tokens: int = typer.Option(8, help="Number of learned tokens S."),
+    train_data: str = typer.Option("mnist", help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
+    probe_data: str = typer.Option("digits,mnist", help="Probe sets, comma list; each is tested on its own held-out split."),
+    steps: int = typer.Option(400, help="Training steps (0: probe the initial weights only)."),
+    batch_size: int = typer.Option(64, help="Training batch size."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
+    shots: str = typer.Option("1,5,10,25", help="Shots per class, comma list."),
+    seeds: int = typer.Option(3, help="Support-set draws per shot count (nested draws)."),
+    l2_reg: str = typer.Option("1024", help="Ridge lambda, or 'cv' to pick it on the support set."),
+    device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda or cuda:N."),
+    pretrained: bool = typer.Option(False, help="Start the backbone from timm weights (TokenLearner fresh)."),
+    checkpoint: Path | None = typer.Option(None, help="Local timm checkpoint for the backbone."),
+    img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
+    budget: float = typer.Option(600.0, help="Skip if the estimated seconds exceed this; 0 = no limit."),
+    checkpoint_dir: Path | None = typer.Option(None, help="Keep trained weights here; a rerun loads them."),
+    download: bool = typer.Option(False, help="Let torchvision datasets download (needs network)."),
+    init_reference: bool = typer.Option(True, "--init-reference/--no-init-reference", help="Also probe the features before training."),
+    threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+) -> None:
+    """Train one variant briefly, then few-shot probe its frozen features (big_vision ridge)."""
+    with user_errors():
+        check_format(fmt)
+        shot_list = parse_ints(shots, "--shots") or []
+        lam: float | str = "cv" if l2_reg.strip() == "cv" else (parse_floats(l2_reg, "--l2-reg") or [1024.0])[0]
+        probes = [p.strip() for p in probe_data.split(",") if p.strip()]
+        if threads is not None and threads < 1:
+            raise ConfigError(f"--threads must be >= 1; got {threads}")
+        import dataclasses
+
+        import torch
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        from tlbench.quality import run_probe, summary_rows
+        from tlbench.throughput import resolve_device
+
+        if threads:
+            torch.set_num_threads(threads)
+        dev = str(resolve_device(device))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console) as bar:  # fmt: skip
+            task = bar.add_task("train", total=max(steps, 1), info="", visible=False)
+
+            def on_step(step: int, total: int, loss: float) -> None:
+                if step == 1:  # the clock starts with training, not with the data loading
+                    bar.reset(task, total=total, visible=True)
+                bar.update(task, completed=step, info=f"loss {loss:.3f}")
+
+            result = run_probe(
+                model, position, tokens, train_data=train_data, probe_data=probes, steps=steps,
+                batch_size=batch_size, lr=lr, shots=shot_list, seeds=seeds, l2_reg=lam, device=dev,
+                pretrained=pretrained, checkpoint_path=checkpoint, img_size=img_size,
+                budget_s=budget, init_reference=init_reference, checkpoint_dir=checkpoint_dir,
+                download=download, callback=on_step, status=lambda text: bar.console.print(text, highlight=False),
+            )  # fmt: skip
+    v, tr = result.variant, result.train
+    caption = "accuracy: mean ± std over seeds (held-out test split). init: features before training."
+    if tr is not None:
+        how = "loaded from checkpoint" if tr.loaded else f"{tr.train_s:.0f} s, {tr.ms_per_step:.0f} ms/step"
+        caption += f" Trained {tr.steps} steps on {train_data} ({how}), final loss {tr.final_loss:.3f}."
+    table = Table(title=f"{v.model} {v.name}: few-shot linear probe", caption=caption)
+    rows = summary_rows(result)
+    stages = [s for s in ("init", "trained") if f"{s}_mean" in rows[0]]
+    for col in ("dataset", "shots", *stages, *(["Δ"] if len(stages) == 2 else [])):
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for r in rows:
+        cells = [f"{r[f'{s}_mean']:.3f} ± {r[f'{s}_std']:.3f}" for s in stages]
+        delta = [f"{r['trained_mean'] - r['init_mean']:+.3f}"] if len(stages) == 2 else []
+        table.add_row(r["dataset"], str(r["shots"]), *cells, *delta)
+    emit_records([dataclasses.asdict(r) for r in result.records], fmt, table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

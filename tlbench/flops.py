@@ -62,15 +62,15 @@ def einsum_macs(equation: str, shapes: list[list[int]]) -> int:
         counts = Counter(c for c in lhs if c.isalpha())
         out = "".join(sorted(c for c, n in counts.items() if n == 1))
     free = iter(c for c in string.ascii_letters if c not in eq)
-    ell_rank = max((len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes) if "..." in t),
+    ell_rank = max((len(s) - len(t.replace("...", "")) for t, s in zip(terms, shapes, strict=True) if "..." in t),
                    default=0)
     ell = "".join(next(free) for _ in range(ell_rank))
     terms = [t.replace("...", ell[len(ell) - (len(s) - len(t) + 3):] if "..." in t else "")
-             for t, s in zip(terms, shapes)]
+             for t, s in zip(terms, shapes, strict=True)]
     out = out.replace("...", ell)
     size: dict[str, int] = {}
-    for term, shape in zip(terms, shapes):
-        for c, n in zip(term, shape):
+    for term, shape in zip(terms, shapes, strict=True):
+        for c, n in zip(term, shape, strict=False):
             size[c] = max(size.get(c, 1), n)  # size-1 dims broadcast
     if len(terms) < 2:
         return 0  # a permutation or reduction of one operand: no multiplications

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
 BASE_COLOR = "0.25"
 RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "axes.titleweight": "bold"}

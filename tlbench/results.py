@@ -178,7 +178,7 @@ def summary(df: pd.DataFrame, shots: int | None = None) -> pd.DataFrame:
     if "gflops" in value:
         out["GFLOPs"] = value["gflops"]
         if "baseline" in value.index:
-            out["x baseline"] = value["gflops"] / value.loc["baseline", "gflops"]
+            out["×base"] = value["gflops"] / value.loc["baseline", "gflops"]
     for metric, col in (("throughput", "img/s"), ("speedup", "speedup")):
         if metric in value:
             out[col] = value[metric]

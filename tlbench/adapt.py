@@ -1,0 +1,299 @@
+"""The short train/adapt stage: train a variant for N steps, cached per variant; cost estimate first.
+
+Recipe (shared/reference/cpu-demo-feasibility.md, where it took a depth-12 width-64 ViT off its
+plateau): AdamW (0.9, 0.999), lr 3e-3, 10% linear warm-up then cosine to 0, weight decay 0.05 except
+on norms, biases and position embeddings, grad-norm clip 1.0, random shifts of +-1/16 of the image
+(+-2 px at 32 px) with a black border, bf16 autocast on CUDA only. Seeded: torch.manual_seed for the
+step, a numpy generator for the batch order, a torch generator for the shifts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlbench.data import ImageSet, iter_batches, normalize
+from tlbench.errors import ConfigError, TLBenchError
+
+ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss)
+
+
+class BudgetExceeded(TLBenchError):
+    """The estimated time of a stage is over the budget; the message says how to run it anyway."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one training run did; `loaded` means a finished checkpoint was reused."""
+
+    steps: int
+    final_loss: float  # mean cross-entropy over the last 10% of steps (NaN for 0 steps)
+    train_s: float  # wall time of this call's training (0 when loaded)
+    ms_per_step: float
+    loaded: bool
+
+
+def input_shape(model: nn.Module) -> tuple[int, int]:
+    """(img_size, in_chans) of a timm ViT."""
+    return int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decay on weight matrices only (not norms, biases, pos-embed, prefix tokens)."""
+    skip = set(getattr(model, "no_weight_decay", set)())  # timm: pos_embed, cls_token, ...
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.split(".")[-1] in skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def lr_factor(step: int, steps: int, warmup_frac: float) -> float:
+    """Linear warm-up over warmup_frac of the steps, then cosine decay to 0."""
+    warmup = max(1, round(steps * warmup_frac))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def random_shift(x: torch.Tensor, max_px: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image [B, C, H, W] by its own integer (dy, dx) in [-max_px, max_px], zero fill."""
+    if max_px <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (max_px,) * 4)  # [B, C, H + 2m, W + 2m]
+    off = torch.randint(0, 2 * max_px + 1, (2, b), generator=generator).to(x.device)
+    rows = off[0][:, None] + torch.arange(h, device=x.device)  # [B, H]
+    cols = off[1][:, None] + torch.arange(w, device=x.device)  # [B, W]
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # [B, C, H, W]
+
+
+def _index_stream(n: int, count: int, seed: int) -> np.ndarray:
+    """`count` indices: whole shuffled epochs of range(n) back to back."""
+    rng = np.random.default_rng(seed)
+    epochs = math.ceil(count / n)
+    return np.concatenate([rng.permutation(n) for _ in range(epochs)])[:count]
+
+
+def _config(
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    warmup_frac: float,
+    seed: int,
+    data: ImageSet,
+    model: nn.Module,
+) -> dict:
+    variant = getattr(model, "tl_variant", None)
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup_frac": warmup_frac,
+        "seed": seed,
+        "data": data.name,
+        "variant": variant.name if variant is not None else type(model).__name__,
+    }
+
+
+def train(
+    model: nn.Module,
+    data: ImageSet,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    weight_decay: float = 0.05,
+    warmup_frac: float = 0.1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    checkpoint_path: str | Path | None = None,
+    callback: ProgressFn | None = None,
+    num_workers: int = 0,
+) -> TrainResult:
+    """Train `model` in place on `data` (classification, cross-entropy); leaves it in eval mode.
+
+    Args:
+        model: a timm ViT whose head has `data.num_classes` outputs (already on `device` or not).
+        data: the training split.
+        steps, batch_size, lr, weight_decay, warmup_frac, seed: the recipe (module docstring).
+        device: "cpu", "cuda", ...; bf16 autocast is used on CUDA only.
+        checkpoint_path: if it holds a finished run with the same recipe, load it and skip training;
+            otherwise train and write it (state dict, finished flag, final loss, recipe).
+        callback: called after every step with (step, steps, loss).
+        num_workers: DataLoader workers for lazy (folder/torchvision) data.
+
+    Returns:
+        TrainResult.
+    """
+    device = torch.device(device)
+    model.to(device)
+    config = _config(steps, batch_size, lr, weight_decay, warmup_frac, seed, data, model)
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and path.is_file():
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        if ckpt.get("finished") and ckpt.get("config") == config:
+            try:
+                model.load_state_dict(ckpt["state_dict"])
+            except RuntimeError:
+                raise ConfigError(f"checkpoint {path} does not fit this model; delete it") from None
+            model.eval()
+            return TrainResult(
+                steps, float(ckpt["final_loss"]), 0.0, float(ckpt["ms_per_step"]), True
+            )
+    if steps <= 0:
+        return TrainResult(0, math.nan, 0.0, math.nan, False)
+
+    img_size, in_chans = input_shape(model)
+    torch.manual_seed(seed)
+    shift_gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup_frac))
+    order = _index_stream(len(data), steps * batch_size, seed)
+    batches = iter_batches(
+        data, order, batch_size, img_size=img_size, in_chans=in_chans, num_workers=num_workers
+    )
+    losses: list[float] = []
+    model.train()
+    start = time.perf_counter()
+    for step, (x, y) in enumerate(batches):
+        x = random_shift(x.to(device, non_blocking=True), round(img_size / 16), shift_gen)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = F.cross_entropy(model(normalize(x)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise TLBenchError(
+                f"training diverged at step {step + 1} (loss {losses[-1]}); lower --lr"
+            )
+        if callback is not None:
+            callback(step + 1, steps, losses[-1])
+    train_s = time.perf_counter() - start
+    model.eval()
+    final = float(np.mean(losses[-max(1, steps // 10) :]))
+    result = TrainResult(steps, final, train_s, 1000 * train_s / steps, False)
+    if path is not None:
+        _save(path, model, config, result)
+    return result
+
+
+def is_finished(path: str | Path) -> bool:
+    """Whether `path` holds a finished training checkpoint (any recipe)."""
+    path = Path(path)
+    return path.is_file() and bool(
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("finished")
+    )
+
+
+def _save(path: Path, model: nn.Module, config: dict, result: TrainResult) -> None:
+    """Write the checkpoint atomically (tmp file + rename), so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": state, "finished": True, "config": config, **asdict(result)}, tmp)
+    os.replace(tmp, path)
+
+
+def measure_step_seconds(
+    model: nn.Module, data: ImageSet, batch_size: int, device: str | torch.device = "cpu"
+) -> float:
+    """Seconds per training step at `batch_size`, measured with lr 0 so the weights do not change.
+
+    One warm-up step and one to three timed steps at batch 2 first; if that projects to under 5 s at the full
+    batch, one warm-up and one or two timed steps at the full batch, else the linear projection
+    (big models are compute-bound, so it is close; small ones are overhead-bound, so it is not).
+    """
+    device = torch.device(device)
+    was_training = model.training
+    probe = model.to(device).train()
+    img_size, in_chans = input_shape(probe)
+    opt = torch.optim.AdamW(probe.parameters(), lr=0.0)  # lr 0: a real step that changes nothing
+
+    def timed(b: int) -> float:
+        idx = np.arange(b) % len(data)
+        x, y = next(iter_batches(data, idx, b, img_size=img_size, in_chans=in_chans))
+        x, y = x.to(device), y.to(device) % _num_outputs(probe)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = F.cross_entropy(probe(normalize(x)), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    try:
+        return _measure(timed, batch_size)
+    finally:
+        probe.train(was_training)
+
+
+def _measure(timed: Callable[[int], float], batch_size: int) -> float:
+    small = min(batch_size, 2)
+    timed(small)  # warm-up
+    t_small = timed(small)
+    if t_small < 0.5:  # cheap: take the best of three, since other processes may share the cores
+        t_small = min(t_small, timed(small), timed(small))
+    projected = t_small * batch_size / small
+    if small == batch_size or projected > 5.0:
+        return projected
+    timed(batch_size)  # warm-up at the full batch
+    first = timed(batch_size)
+    return first if first > 1.0 else min(first, timed(batch_size))
+
+
+def _num_outputs(model: nn.Module) -> int:
+    return max(1, int(getattr(model, "num_classes", 1)))
+
+
+def estimate_train_seconds(
+    model: nn.Module,
+    data: ImageSet,
+    steps: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Estimated wall time of `train(model, data, steps=steps, batch_size=batch_size)` in seconds."""
+    return 0.0 if steps <= 0 else steps * measure_step_seconds(model, data, batch_size, device)
+
+
+def format_seconds(seconds: float) -> str:
+    """42 s, 3.1 min, 2.5 h, 4.2 days."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def check_budget(estimate_s: float, budget_s: float | None, what: str) -> None:
+    """Raise BudgetExceeded (one line: the estimate and how to run anyway) if over a positive budget."""
+    if budget_s is None or budget_s <= 0 or estimate_s <= budget_s:
+        return
+    raise BudgetExceeded(
+        f"skipped: {what} is estimated at {format_seconds(estimate_s)}, over the budget of "
+        f"{format_seconds(budget_s)}; run it anyway with --budget 0 (no limit) or "
+        f"--budget {math.ceil(estimate_s * 1.25)}"
+    )

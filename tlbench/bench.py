@@ -1,0 +1,123 @@
+"""`tlbench bench`: do FLOP savings become time savings? Build, count, time interleaved, compare.
+
+Every variant is counted on its eager model (fvcore, fused attention handled in flops.py), then all
+are timed in the same rounds with the same attention kernel (throughput.py). Ratios are taken
+against the baseline of this run only: `speedup` (wall clock), `flops_speedup` (baseline GFLOPs /
+variant GFLOPs) and `efficiency` = speedup / flops_speedup (1.0: every saved FLOP saved time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tlbench.throughput import (
+    Progress,
+    check_counts,
+    paired_speedup,
+    parse_batch_size,
+    resolve_device,
+    resolve_dtype,
+    time_interleaved,
+)
+
+DEFAULT_POSITIONS = (0.0, 0.25, 0.5, 0.75)  # p = 1 costs the baseline plus TokenLearner: no speedup
+DEFAULT_TOKENS = (8,)  # the paper's S for ViT-B/16; 16 doubles a CPU run for a small difference
+
+# Keys of every record, in output order (units in the names: img/s, ms, GFLOPs, ratios unitless).
+RECORD_KEYS = (
+    "model", "variant", "position", "block_index", "num_tokens", "batch_size", "device",
+    "device_name", "dtype", "images_per_s", "latency_ms", "latency_ms_p10", "latency_ms_p90",
+    "speedup", "gflops", "flops_speedup", "efficiency", "compiled", "tf32", "attention",
+    "threads", "rounds", "iters", "torch_version",
+)  # fmt: skip
+
+
+def bench_variants(
+    model: str,
+    positions: Sequence[float] | None = None,
+    tokens: Sequence[int] | None = None,
+    *,
+    batch_size: int | str = "auto",
+    dtype: str = "float32",
+    compile: bool = False,
+    device: str = "auto",
+    rounds: int | None = None,
+    warmup: int | None = None,
+    iters: int | None = None,
+    threads: int | None = None,
+    tf32: bool = False,
+    img_size: int | None = None,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Time the baseline and TokenLearner variants of one model, interleaved in one run.
+
+    Args:
+        model: alias or timm ViT name.
+        positions: relative positions p in [0, 1] (default 0, 0.25, 0.5, 0.75).
+        tokens: learned token counts S (default 8).
+        batch_size: images per forward pass, or 'auto' (CUDA: largest that fits from 1024 down in
+            timm's decay steps; CPU: 8).
+        dtype: 'float32', or 'bfloat16' / 'float16' autocast.
+        compile: time torch.compile'd models (counted eager, compiled afterwards).
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        rounds, warmup, iters, threads, tf32: see `throughput.time_interleaved`.
+        img_size: input resolution (default: the model's).
+        progress: called with a short status line before each stage.
+
+    Returns:
+        One dict per variant, baseline first, with the keys of RECORD_KEYS.
+    """
+    # validate cheap arguments before building anything
+    resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
+    check_counts(rounds=rounds, iters=iters, warmup=warmup)
+    from tlbench.flops import count_flops
+    from tlbench.models import build_model, insert_tokenlearner, make_variants, shared_weights_copy
+
+    report = progress or (lambda _msg: None)
+    positions = list(DEFAULT_POSITIONS if positions is None else positions)
+    variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size)
+    report(f"building {variants[0].model}")
+    base = build_model(variants[0], img_size=img_size)  # baseline first
+    models, gflops = {}, {}
+    for v in variants:  # variants share the backbone weights: one copy in memory
+        m = base if v.is_baseline else insert_tokenlearner(shared_weights_copy(base), v).eval()
+        report(f"counting FLOPs of {v.name}")
+        gflops[v.name] = count_flops(m).gflops  # on the eager model, before any compile
+        models[v.name] = m
+
+    size = (base.patch_embed.proj.in_channels, *base.patch_embed.img_size)
+    timings = time_interleaved(
+        models,
+        input_size=size,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        compile=compile,
+        tf32=tf32,
+        threads=threads,
+        warmup=warmup,
+        rounds=rounds,
+        iters=iters,
+        progress=progress,
+    )
+    ref, ref_gflops = timings["baseline"], gflops["baseline"]
+    records = []
+    for v in variants:
+        t = timings[v.name]
+        speedup = paired_speedup(ref, t)
+        flops_speedup = ref_gflops / gflops[v.name]
+        row = dict(
+            t.to_dict(),
+            model=v.model,
+            variant=v.name,
+            position=v.position,
+            block_index=v.block_index,
+            num_tokens=v.num_tokens,
+            speedup=speedup,
+            gflops=gflops[v.name],
+            flops_speedup=flops_speedup,
+            efficiency=speedup / flops_speedup,
+        )
+        records.append({k: row[k] for k in RECORD_KEYS})
+    return records

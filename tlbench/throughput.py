@@ -1,0 +1,332 @@
+"""Wall-clock speed: warm-up, synchronised timing, models interleaved in rounds.
+
+Timing follows timm `benchmark.py` (perf_counter read after a CUDA sync, inference_mode, one fixed
+random batch on the device) and adds what a comparison needs: all models run in the same rounds
+(A B C A B C ...) so drift on a shared machine hits them alike, and `speedup` is the median of
+per-round ratios against a model timed in the same run. Compute only; progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlbench.errors import ConfigError
+
+Progress = Callable[[str], None]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Per-device defaults; each field can be overridden per call."""
+
+    batch_size: int  # where the 'auto' out-of-memory search starts (on CPU it fits at once)
+    warmup: int  # untimed forward passes per model before the first round
+    rounds: int  # timed rounds; the reported latency is the median over rounds
+    iters: int  # forward passes per model per round (pipelined, one sync at each end)
+
+
+# CPU: one warm-up pass suffices (the 'auto' batch check adds another); a vit_b16 sweep
+# (baseline + 4 positions, S=8) takes a few minutes on 2 cores.
+# CUDA: start high and let the search back off; 10 warm-up passes as timm.
+SCHEDULES = {"cpu": Schedule(8, 1, 5, 1), "cuda": Schedule(1024, 10, 10, 10)}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One model's speed; latencies are per batch (one forward pass)."""
+
+    images_per_s: float  # batch_size / median latency
+    latency_ms: float  # median over rounds
+    latency_ms_p10: float  # spread over rounds
+    latency_ms_p90: float
+    batch_size: int
+    device: str  # 'cpu' or 'cuda'
+    device_name: str  # CPU model or GPU name
+    dtype: str  # 'float32', or the autocast dtype
+    compiled: bool
+    tf32: bool  # TF32 matmuls on (CUDA only; always False on CPU)
+    attention: str  # 'fused' (SDPA on every timm Attention module) or 'none' (no such module)
+    torch_version: str
+    threads: int
+    warmup: int
+    rounds: int
+    iters: int
+    round_ms: tuple[float, ...] = field(default=(), repr=False)  # ms per batch, one per round
+
+    def to_dict(self, rounds: bool = False) -> dict[str, Any]:
+        """Flat dict; the per-round latencies only when asked."""
+        d = asdict(self)
+        if not rounds:
+            del d["round_ms"]
+        return d
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
+        raise ConfigError(f"--device must be auto, cpu or cuda; got {name!r}")
+    if name != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device: cannot parse {name!r}") from None
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """'float32' (no autocast), 'bfloat16' or 'float16' (autocast)."""
+    if name not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}; got {name!r}")
+    return DTYPES[name]
+
+
+def parse_batch_size(value: int | str) -> int | str:
+    """A positive int (or its string), or 'auto'."""
+    if isinstance(value, str) and value.strip() == "auto":
+        return "auto"
+    try:
+        b = int(value)
+    except ValueError:
+        b = 0
+    if b < 1:
+        raise ConfigError(f"--batch-size must be an integer >= 1 or 'auto'; got {value!r}")
+    return b
+
+
+def check_counts(rounds: int | None, iters: int | None, warmup: int | None) -> None:
+    """rounds and iters >= 1, warmup >= 0 (None: the device default)."""
+    for name, value, least in (("rounds", rounds, 1), ("iters", iters, 1), ("warmup", warmup, 0)):
+        if value is not None and value < least:
+            raise ConfigError(f"--{name} must be >= {least}; got {value}")
+
+
+def device_name(device: torch.device) -> str:
+    """GPU name, or the CPU model from /proc/cpuinfo (platform.processor() elsewhere)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def set_fused_attention(model: nn.Module, enabled: bool = True) -> int:
+    """Set `fused_attn` on every timm Attention-like module; returns how many were set.
+
+    timm reads the global flag once at construction, so a model built (or counted) with explicit
+    attention keeps it unless each module is switched (peers-and-pitfalls.md §1.2).
+    """
+    mods = [m for m in model.modules() if hasattr(m, "fused_attn")]
+    for m in mods:
+        m.fused_attn = enabled
+    return len(mods)
+
+
+def is_oom(err: BaseException) -> bool:
+    """CUDA out-of-memory, or an allocator failure reported as a RuntimeError."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(err).lower()
+    markers = ("out of memory", "can't allocate", "alloc_failed")  # CUDA, CPU, cuBLAS
+    return isinstance(err, RuntimeError) and any(m in msg for m in markers)
+
+
+def find_batch_size(try_batch: Callable[[int], object], start: int) -> int:
+    """Largest batch in timm's decay sequence from `start` (256, 192, 128, 96, ...) that runs.
+
+    `try_batch(b)` runs the workload at batch b; out-of-memory errors step down, anything else
+    propagates. Device-agnostic, so the back-off is testable on CPU.
+    """
+    from timm.utils.decay_batch import decay_batch_step
+
+    b = start
+    while b >= 1:
+        try:
+            try_batch(b)
+            return b
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            if not is_oom(e):
+                raise
+        # outside the except block, so the traceback no longer pins the failed allocation
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        b = decay_batch_step(b)
+    raise ConfigError(f"out of memory even at batch size 1 (search started at {start})")
+
+
+@contextlib.contextmanager
+def _settings(device: torch.device, threads: int, tf32: bool) -> Iterator[None]:
+    """Set CPU threads and TF32 for the measurement; restore them afterwards."""
+    old_threads, old_tf32 = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
+    old_cudnn = torch.backends.cudnn.allow_tf32
+    torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32, old_cudnn
+
+
+def _all_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # respects taskset / container CPU sets
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def input_size_of(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) a timm ViT expects, from its patch embedding."""
+    pe = getattr(model, "patch_embed", None)
+    if pe is None:
+        raise ConfigError("cannot infer the input size of this model; pass input_size=(C, H, W)")
+    h, w = pe.img_size
+    return (pe.proj.in_channels, h, w)
+
+
+def time_interleaved(
+    models: Mapping[str, nn.Module],
+    *,
+    input_size: tuple[int, int, int] | None = None,
+    batch_size: int | str = "auto",
+    device: str = "auto",
+    dtype: str = "float32",
+    compile: bool = False,
+    tf32: bool = False,
+    threads: int | None = None,
+    warmup: int | None = None,
+    rounds: int | None = None,
+    iters: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Timing]:
+    """Time several models on one random batch, interleaved: warm-up, then rounds of A B C.
+
+    Models are put in eval mode, moved to the device and switched to fused attention in place,
+    so that the baseline and every variant use the same kernel. Count FLOPs before calling this,
+    on the eager modules: `compile` wraps them here, after counting.
+
+    Args:
+        models: name -> model; all take the same input. Order is the order within a round.
+        input_size: (C, H, W); default from the first model's patch embedding.
+        batch_size: images per forward pass, or 'auto': the largest in timm's decay sequence from
+            the device's schedule (1024 on CUDA, 8 on CPU) at which every model runs.
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        dtype: 'float32' (no autocast; see `tf32`), 'bfloat16' or 'float16' (autocast).
+        compile: wrap each model in torch.compile (after the batch search, which runs eager).
+        tf32: allow TF32 matmuls on CUDA (torch's default is off; timm benchmark.py turns it on).
+        threads: CPU threads (default: every core this process may use; on a machine shared with
+            other jobs, 1 is often faster and steadier: OpenMP threads stall on a busy core).
+        warmup, rounds, iters: override the device's `Schedule`.
+        progress: called with a short status line before each stage.
+
+    Returns:
+        name -> Timing, in the order of `models`.
+    """
+    dev, amp = resolve_device(device), resolve_dtype(dtype)
+    sched = SCHEDULES["cuda" if dev.type == "cuda" else "cpu"]
+    warmup = sched.warmup if warmup is None else warmup
+    rounds = sched.rounds if rounds is None else rounds
+    iters = sched.iters if iters is None else iters
+    check_counts(rounds=rounds, iters=iters, warmup=warmup)
+    batch = parse_batch_size(batch_size)
+    if not models:
+        raise ConfigError("no models to time")
+    threads = threads or _all_cores()
+    size = input_size or input_size_of(next(iter(models.values())))
+    report = progress or (lambda _msg: None)
+
+    fused = {name: set_fused_attention(m.eval().to(dev)) for name, m in models.items()}
+    autocast = torch.autocast(dev.type, dtype=amp, enabled=amp != torch.float32)
+    with _settings(dev, threads, tf32), torch.inference_mode(), autocast:
+
+        def run_all(b: int) -> None:
+            x = torch.randn(b, *size, device=dev)
+            for m in models.values():
+                m(x)
+            _sync(dev)
+
+        if batch == "auto":
+            report(f"searching batch size from {sched.batch_size}")
+            batch = find_batch_size(run_all, sched.batch_size)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, *size, generator=gen).to(dev)  # [B, C, H, W], never zeros
+        if compile:  # one recompile per variant of the shared forward code; keep all of them
+            cfg = torch._dynamo.config
+            if hasattr(cfg, "recompile_limit"):  # `cache_size_limit` before torch 2.7
+                cfg.recompile_limit = max(cfg.recompile_limit, 8 + 2 * len(models))
+        runs = {n: torch.compile(m) if compile else m for n, m in models.items()}
+
+        for name, m in runs.items():
+            report(f"warm-up {name}" + (" (compiling)" if compile else ""))
+            for _ in range(warmup):
+                m(x)
+        _sync(dev)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(rounds):
+            report(f"round {r + 1}/{rounds}")
+            for name, m in runs.items():
+                _sync(dev)
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    m(x)
+                _sync(dev)
+                times[name].append((time.perf_counter() - t0) * 1e3 / iters)
+
+    common: dict[str, Any] = {
+        "batch_size": batch,
+        "device": dev.type,
+        "device_name": device_name(dev),
+        "dtype": dtype,
+        "compiled": compile,
+        "tf32": tf32 and dev.type == "cuda",
+        "torch_version": torch.__version__,
+        "threads": threads,
+        "warmup": warmup,
+        "rounds": rounds,
+        "iters": iters,
+    }
+    out = {}
+    for name, ms in times.items():
+        p10, med, p90 = (float(v) for v in np.percentile(ms, [10, 50, 90]))
+        out[name] = Timing(
+            images_per_s=batch * 1e3 / med,
+            latency_ms=med,
+            latency_ms_p10=p10,
+            latency_ms_p90=p90,
+            attention="fused" if fused[name] else "none",
+            round_ms=tuple(ms),
+            **common,
+        )
+    return out
+
+
+def measure_throughput(model: nn.Module, **kwargs: Any) -> Timing:
+    """Time one model; keyword arguments as `time_interleaved`."""
+    return time_interleaved({"model": model}, **kwargs)["model"]
+
+
+def paired_speedup(baseline: Timing, other: Timing) -> float:
+    """Median over rounds of baseline latency / other latency (same-round pairs cancel drift)."""
+    return float(np.median(np.divide(baseline.round_ms, other.round_ms)))
