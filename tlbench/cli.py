@@ -250,8 +250,8 @@ def sweep(
         df = load_results(result.run_dir)
     for line in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
-    console.print(summary_table(df))
-    console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv")
+    Console(width=max(console.width, 120)).print(summary_table(df))  # readable when piped too
+    console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv", soft_wrap=True)
     if result.figures:
         console.print(f"figures: {result.run_dir / 'figures'}/ ({len(result.figures)} files)")
 

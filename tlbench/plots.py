@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
 import numpy as np
 import pandas as pd
@@ -55,7 +56,7 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
         base = sub[sub["variant"] == "baseline"]["value"] * 100
         if len(base):
             m, s = base.mean(), base.std(ddof=0)
-            ax.axhspan(m - s, m + s, color=BASE_COLOR, alpha=0.15, lw=0)
+            ax.axhspan(m - s, m + s, color=BASE_COLOR, alpha=0.15, lw=0, label="baseline ± std over seeds")
             ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2, label="baseline (no TokenLearner)")
         for s_tok, g in sub[sub["variant"] != "baseline"].groupby("num_tokens"):
             stats = g.groupby("position")["value"].agg(["mean", "std"]).reset_index()
@@ -70,8 +71,8 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
             ax.set_ylabel("few-shot accuracy (%)")
         if i == len(datasets) - 1:
             ax.set_xlabel("relative position p of TokenLearner")
+    fig.suptitle(f"Few-shot linear probe vs TokenLearner position — {_model_title(df)}")
     _legend(fig, axes)
-    fig.suptitle(f"Few-shot linear probe vs TokenLearner position — {_model_title(df)}", y=1.0)
     return fig
 
 
@@ -133,6 +134,7 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
         for s_tok, c in palette.items():
             ax.plot([], [], "o", color=c, label=f"TokenLearner, {s_tok} tokens")
         ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
+        ax.margins(x=0.15, y=0.08)
         ax.set_xlabel("GFLOPs per image")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(ds, fontsize=10)
@@ -154,6 +156,8 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     sp["flops_speedup"] = flops["baseline"] / sp["variant"].map(flops)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     hi = max(sp["flops_speedup"].max(), sp["value"].max()) * 1.1
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.plot([1, hi], [1, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
     palette = _token_palette(list(sp["num_tokens"].dropna().unique()))
     for _, r in sp.iterrows():
@@ -165,9 +169,16 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     dev = sp["device"].dropna().unique()
     ax.set_xlabel("FLOP-implied speedup (×)")
     ax.set_ylabel("measured speedup (×)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_title(f"Wall-clock vs FLOPs — {dev[0] if len(dev) else ''}", fontsize=9)
+    ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32) if t <= hi]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlim(0.95, hi)
+    ax.set_ylim(0.95, hi)
+    ax.set_aspect("equal")
+    where = f"{_model_title(df)} on {dev[0]}" if len(dev) else _model_title(df)
+    ax.set_title(f"Wall-clock vs FLOPs — {where}", fontsize=9)
     ax.legend(frameon=False, fontsize=8)
     sns.despine(fig)
     return fig
@@ -215,4 +226,4 @@ def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
                bbox_to_anchor=(0.5, -0.06))  # fmt: skip
     sns.despine(fig)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))

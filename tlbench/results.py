@@ -189,4 +189,5 @@ def summary(df: pd.DataFrame, shots: int | None = None) -> pd.DataFrame:
         table = acc[acc["shots"] == k].pivot_table(index="variant", columns="dataset", values="value")
         for ds in table.columns:
             out[f"{ds} {k}-shot %"] = table[ds] * 100
-    return out.reset_index().rename(columns={"position": "p", "block_index": "block", "num_tokens": "S"})
+    out = out.drop(columns=["position", "num_tokens"])  # the variant name carries p and S
+    return out.reset_index().rename(columns={"block_index": "block"})
