@@ -141,3 +141,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
 def test_results_error_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ResultsError, match="no such run"):
         results.load_results(tmp_path / "missing")
+
+
+def test_zero_steps_probes_the_initial_features_as_the_quality(tmp_path: Path) -> None:
+    cfg = load_sweep(SMOKE, ["quality.steps=0", "speed.enabled=false", "grid.positions=[0.5]"])
+    res = run_sweep(cfg, tmp_path)
+    df = load_results(res.run_dir)
+    assert set(df[df["metric"] == "fewshot_acc"]["stage"]) == {"quality"}
+    assert "accuracy_vs_position.png" in {p.name for p in res.figures}

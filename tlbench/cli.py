@@ -347,8 +347,7 @@ def check(
     tolerance: float | None = typer.Option(None, help="Relative tolerance on each FLOP ratio (default: the file's)."),
     fmt: str = typer.Option("table", "--format", help="table or markdown."),
 ) -> None:
-    """CI gate: exit 1 when a variant's FLOP saving shrinks, a variant goes missing, or the
-    operators counted as zero change."""
+    """CI gate: exit 1 when FLOP savings shrink, a variant goes missing or zero-counted ops change."""
     with user_errors():
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")

@@ -15,6 +15,7 @@ import math
 import string
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,23 +198,26 @@ class VariantFlops:
 
 
 def count_variants(variants: list[Variant], img_size: int | None = None) -> list[VariantFlops]:
-    """Count every variant of one model; the stock model is built once and its weights shared."""
+    """Count every variant of one model (see iter_variant_flops)."""
+    return list(iter_variant_flops(variants, img_size))
+
+
+def iter_variant_flops(variants: list[Variant], img_size: int | None = None) -> Iterator[VariantFlops]:
+    """Count variants one by one; the stock model is built once and its weights shared."""
     from tlbench.models import _create, insert_tokenlearner
 
     if not variants:
-        return []
+        return
     info = model_info(variants[0].model, img_size)
     base = _create(info.name, img_size=img_size, pretrained=False, num_classes=info.num_classes).eval()
-    rows = []
     for v in variants:
         model = insert_tokenlearner(shared_weights_copy(base), v)
         rep = count_flops(model, info.img_size, info.in_chans)
-        rows.append(VariantFlops(
+        yield VariantFlops(
             model=info.name, variant=v.name, position=v.position, block_index=v.block_index,
             num_tokens=v.num_tokens, img_size=info.img_size[0], gflops=rep.gflops,
             gflops_analytic=analytic_flops(info, v) / 1e9, params_m=rep.params_m,
-        ))  # fmt: skip
-    return rows
+        )  # fmt: skip
 
 
 def flopcounter_macs(model: nn.Module, img_size: int | None = None, in_chans: int = 3) -> int:

@@ -97,11 +97,10 @@ def run_sweep(
 
 
 def _compute(config: SweepConfig, todo: list[Variant], run_dir: Path, emit: Progress) -> None:
-    from tlbench.flops import count_variants
+    from tlbench.flops import iter_variant_flops
 
-    for v in todo:
-        emit("status", text=f"compute {v.name}")
-        (r,) = count_variants([v], config.model.img_size)
+    emit("status", text=f"compute: {len(todo)} variants")
+    for v, r in zip(todo, iter_variant_flops(todo, config.model.img_size), strict=True):
         rows = [results.make_row(v, "compute", m, getattr(r, m))
                 for m in ("gflops", "gflops_analytic", "params_m")]  # fmt: skip
         results.append_rows(run_dir, rows)
@@ -212,7 +211,8 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, th
     except TLBenchError as e:
         return [], f"quality {v.name}: {e}"
     rows = [
-        results.make_row(v, "quality" if r.stage == "trained" else "quality_init", "fewshot_acc",
+        # "quality_init" is the reference before training; with 0 steps the probe IS the quality
+        results.make_row(v, "quality_init" if r.stage == "init" and res.train else "quality", "fewshot_acc",
                          r.accuracy, dataset=r.dataset, shots=r.shots, seed=r.seed, device=device)
         for r in res.records
     ]  # fmt: skip
