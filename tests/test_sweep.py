@@ -149,3 +149,13 @@ def test_zero_steps_probes_the_initial_features_as_the_quality(tmp_path: Path) -
     df = load_results(res.run_dir)
     assert set(df[df["metric"] == "fewshot_acc"]["stage"]) == {"quality"}
     assert "accuracy_vs_position.png" in {p.name for p in res.figures}
+
+
+def test_over_budget_quality_is_skipped_with_one_line_each(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sweep", str(SMOKE), "--out", str(tmp_path), "--set", "quality.budget_s=1e-6",
+                                 "--set", "speed.enabled=false"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    skips = [line for line in result.output.splitlines() if line.startswith("skipped: quality")]
+    assert len(skips) == 4 and all("--set quality.budget_s=0" in line for line in skips)
+    (run_dir,) = (tmp_path / "smoke").iterdir()
+    assert set(load_results(run_dir)["stage"]) == {"compute"}

@@ -288,12 +288,16 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def check_budget(estimate_s: float, budget_s: float | None, what: str) -> None:
-    """Raise BudgetExceeded (one line: the estimate and how to run anyway) if over a positive budget."""
+def check_budget(estimate_s: float, budget_s: float | None, what: str, option: str = "--budget") -> None:
+    """Raise BudgetExceeded (one line: the estimate and how to run anyway) if over a positive budget.
+
+    `option` is how the caller's user sets the budget (`--budget` for probe, a sweep key otherwise).
+    """
     if budget_s is None or budget_s <= 0 or estimate_s <= budget_s:
         return
+    sep = "=" if " " in option else " "  # "--set quality.budget_s=N" vs "--budget N"
     raise BudgetExceeded(
-        f"skipped: {what} is estimated at {format_seconds(estimate_s)}, over the budget of "
-        f"{format_seconds(budget_s)}; run it anyway with --budget 0 (no limit) or "
-        f"--budget {math.ceil(estimate_s * 1.25)}"
+        f"{what} is estimated at {format_seconds(estimate_s)}, over the budget of "
+        f"{format_seconds(budget_s)}; run it anyway with {option}{sep}0 (no limit) or "
+        f"{option}{sep}{math.ceil(estimate_s * 1.25)}"
     )

@@ -291,13 +291,13 @@ class SweepProgress:
                 p.remove_task(self.training.pop(info["variant"]))
         elif event == "status" and self.main is not None:
             p.update(self.main, info=info["text"])
+        elif event == "skip" and self.main is not None:
+            p.update(self.main, info=f"skipped {info.get('stage')} {info.get('variant', '')}")
         elif event == "train":
             name = info["variant"]
             if name not in self.training:
                 self.training[name] = p.add_task(f"  train {name}", total=info["steps"], info="")
             p.update(self.training[name], completed=info["step"], info=f"loss {info['loss']:.3f}")
-        elif event == "skip":
-            p.console.print(f"[yellow]skip[/] {info['reason']}", highlight=False)
 
 
 def summary_table(df: Any) -> Table:

@@ -159,6 +159,7 @@ def run_probe_variant(
     seed: int = 0,
     callback: ProgressFn | None = None,
     status: Callable[[str], None] | None = None,
+    budget_option: str = "--budget",
 ) -> ProbeResult:
     """Train one variant on `train_data` for `steps` steps, then few-shot probe its frozen features.
 
@@ -177,6 +178,7 @@ def run_probe_variant(
         download: let torchvision datasets download (needs network).
         callback: training progress, (step, steps, loss).
         status: one-line phase messages (the estimate first), for a CLI to show.
+        budget_option: how the caller's user raises the budget, named in the skip message.
 
     Returns:
         ProbeResult with one record per (stage, dataset, shots, seed).
@@ -215,7 +217,7 @@ def run_probe_variant(
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
     estimate = todo * step_s + passes * images * step_s / batch_size / 3
     what = f"{variant.model} {variant.name} ({todo} training steps + probe on {device})"
-    check_budget(estimate, budget_s, what)
+    check_budget(estimate, budget_s, what, budget_option)
     say(f"{what}: estimated {format_seconds(estimate)} ({1000 * step_s:.0f} ms per training step)")
 
     kw: dict[str, Any] = {"shots": shots, "seeds": seeds, "l2_reg": l2_reg, "device": device}

@@ -206,6 +206,7 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, th
             device=device, pretrained=m.pretrained, checkpoint_path=m.checkpoint,
             img_size=m.img_size, budget_s=q.budget_s, init_reference=q.init_reference,
             checkpoint_dir=run_dir / "checkpoints", seed=config.seed,
+            budget_option="--set quality.budget_s",
             callback=lambda step, steps, loss: report(step=step, steps=steps, loss=loss),
         )  # fmt: skip
     except TLBenchError as e:
