@@ -72,19 +72,18 @@ def bench_variants(
     resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
     check_counts(rounds=rounds, iters=iters, warmup=warmup)
     from tlbench.flops import count_flops
-    from tlbench.models import build_model, insert_tokenlearner, make_variants, shared_weights_copy
+    from tlbench.models import build_sharing, make_variants
 
     report = progress or (lambda _msg: None)
     positions = list(DEFAULT_POSITIONS if positions is None else positions)
     variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size)
     report(f"building {variants[0].model}")
-    base = build_model(variants[0], img_size=img_size)  # baseline first
-    models, gflops = {}, {}
-    for v in variants:  # variants share the backbone weights: one copy in memory
-        m = base if v.is_baseline else insert_tokenlearner(shared_weights_copy(base), v).eval()
-        report(f"counting FLOPs of {v.name}")
-        gflops[v.name] = count_flops(m).gflops  # on the eager model, before any compile
-        models[v.name] = m
+    models = build_sharing(variants, img_size)  # variants share the backbone: one copy in memory
+    gflops = {}
+    for name, m in models.items():
+        report(f"counting FLOPs of {name}")
+        gflops[name] = count_flops(m).gflops  # on the eager model, before any compile
+    base = models["baseline"]
 
     size = (base.patch_embed.proj.in_channels, *base.patch_embed.img_size)
     timings = time_interleaved(

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from tlbench.errors import FlopCountError
-from tlbench.models import ModelInfo, Variant, model_info, shared_weights_copy
+from tlbench.models import ModelInfo, Variant, model_info
 
 # Operators counted as zero, and why: element-wise or reductions with at most a few operations per
 # element, negligible next to the matmuls (fvcore's convention; its own ignore-list treats relu,
@@ -204,14 +204,14 @@ def count_variants(variants: list[Variant], img_size: int | None = None) -> list
 
 def iter_variant_flops(variants: list[Variant], img_size: int | None = None) -> Iterator[VariantFlops]:
     """Count variants one by one; the stock model is built once and its weights shared."""
-    from tlbench.models import _create, insert_tokenlearner
+    from tlbench.models import build_sharing
 
     if not variants:
         return
     info = model_info(variants[0].model, img_size)
-    base = _create(info.name, img_size=img_size, pretrained=False, num_classes=info.num_classes).eval()
+    models = build_sharing(variants, img_size)
     for v in variants:
-        model = insert_tokenlearner(shared_weights_copy(base), v)
+        model = models[v.name]
         rep = count_flops(model, info.img_size, info.in_chans)
         yield VariantFlops(
             model=info.name, variant=v.name, position=v.position, block_index=v.block_index,

@@ -334,6 +334,18 @@ def build_variant(
                        checkpoint_path=checkpoint_path)
 
 
+def build_sharing(variants: list[Variant], img_size: int | None = None) -> dict[str, nn.Module]:
+    """Variants of one model whose backbones share one set of weights (eval mode), by name.
+
+    For timing and counting, where weights do not matter: one copy in memory however many variants.
+    """
+    if not variants:
+        return {}
+    base = build_model(Variant(variants[0].model, None, None, None), img_size=img_size)
+    return {v.name: base if v.is_baseline else insert_tokenlearner(shared_weights_copy(base), v).eval()
+            for v in variants}  # fmt: skip
+
+
 def load_backbone(model: nn.Module, path: str | Path) -> None:
     """Load a timm-format state dict into a stock ViT; pos-embed resampled, mismatched head dropped."""
     from timm.models import load_state_dict

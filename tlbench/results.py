@@ -11,7 +11,6 @@ Layout of one run, `<out>/<sweep>/<run_id>/`:
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -163,10 +162,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def summary(df: pd.DataFrame, shots: int | None = None) -> pd.DataFrame:

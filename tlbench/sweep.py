@@ -110,13 +110,13 @@ def _compute(config: SweepConfig, todo: list[Variant], run_dir: Path, emit: Prog
 def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], run_dir: Path,
            emit: Progress, skipped: list[str]) -> None:  # fmt: skip
     """Time the variants interleaved; the baseline is always timed with them, for the speedup."""
-    from tlbench.models import build_model
+    from tlbench.models import build_sharing
     from tlbench.throughput import paired_speedup, time_interleaved
 
     s, m = config.speed, config.model
     timed = [v for v in variants if v.is_baseline or v in todo]
     emit("status", text=f"speed: building {len(timed)} models")
-    models = {v.name: build_model(v, img_size=m.img_size) for v in timed}
+    models = build_sharing(timed, m.img_size)
     try:
         timings = time_interleaved(
             models, batch_size=s.batch_size, device=s.device, dtype=s.dtype, compile=s.compile,
