@@ -103,3 +103,14 @@ def test_cli_too_few_images_per_class(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "class 'cat' has 3 train images, fewer than the 5 shots" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_hopeless_budget_is_refused_from_flops_before_building(monkeypatch) -> None:
+    import tlbench.quality
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the FLOP floor must refuse before any model is built")
+
+    monkeypatch.setattr(tlbench.quality, "build_model", no_build)
+    with pytest.raises(BudgetExceeded, match=r"from its FLOPs.*--budget 0"):
+        run_probe("vit_b16", 0.25, 8, steps=400, budget_s=60, device="cpu")

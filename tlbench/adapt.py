@@ -9,6 +9,7 @@ step, a numpy generator for the batch order, a torch generator for the shifts.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -212,6 +213,32 @@ def _save(path: Path, model: nn.Module, config: dict, result: TrainResult) -> No
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"state_dict": state, "finished": True, "config": config, **asdict(result)}, tmp)
     os.replace(tmp, path)
+
+
+@functools.cache
+def matmul_macs_per_s(device: str = "cpu") -> float:
+    """Multiply-adds per second of a 1024^3 fp32 matmul here: an upper bound on training speed."""
+    dev = torch.device(device)
+    a = torch.randn(1024, 1024, device=dev)
+    best = float("inf")
+    for _ in range(4):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        a @ a
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - t0)
+    return 1024**3 / best
+
+
+def flops_floor_seconds(macs_per_image: float, steps: int, batch_size: int, device: str = "cpu") -> float:
+    """A lower bound on training time: forward + backward ~ 3x the forward MACs, at matmul peak.
+
+    Instant, so a run that cannot fit its budget (ViT-B/16 on a CPU) is skipped in a second,
+    before any model is built or step timed.
+    """
+    return steps * batch_size * 3 * macs_per_image / matmul_macs_per_s(device)
 
 
 def measure_step_seconds(

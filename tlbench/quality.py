@@ -24,6 +24,7 @@ from tlbench.adapt import (
     ProgressFn,
     TrainResult,
     check_budget,
+    flops_floor_seconds,
     format_seconds,
     input_shape,
     is_finished,
@@ -41,6 +42,7 @@ from tlbench.fewshot import (
     fewshot_grid,
     support_union,
 )
+from tlbench.flops import analytic_flops
 from tlbench.models import Variant, build_model, make_variant, model_info
 
 TRAIN_DATA = "mnist"
@@ -188,7 +190,19 @@ def run_probe_variant(
     if not shots or min(shots) < 1 or not seeds or steps < 0:
         raise ConfigError("shots must be positive, steps >= 0, and at least one seed is needed")
     parse_spec(train_data)  # an unknown name fails now, even when steps == 0
-    size = model_info(variant.model, img_size).img_size[0]
+    info = model_info(variant.model, img_size)
+    init = (
+        Path(checkpoint_path).stem if checkpoint_path else "pretrained" if pretrained else "scratch"
+    )
+    ckpt = None
+    if checkpoint_dir is not None and steps:
+        ckpt = Path(checkpoint_dir) / checkpoint_name(variant, train_data, steps, seed, init)
+    todo = 0 if ckpt is not None and is_finished(ckpt) else steps
+    # A FLOP lower bound first: instant, so hopeless runs are skipped before anything is built.
+    floor = flops_floor_seconds(analytic_flops(info, variant), todo, batch_size, device)
+    what = f"{variant.model} {variant.name} ({todo} training steps + probe on {device})"
+    check_budget(floor, budget_s, f"{what}, from its FLOPs at this device's matmul peak,", budget_option)
+    size = info.img_size[0]
     probes = [load_splits(spec, img_size=size, download=download) for spec in probe_data]
     for tr, _ in probes:
         check_shots(tr, shots)
@@ -202,21 +216,13 @@ def run_probe_variant(
         num_classes=num_classes,
         checkpoint_path=checkpoint_path,
     )
-    init = (
-        Path(checkpoint_path).stem if checkpoint_path else "pretrained" if pretrained else "scratch"
-    )
-    ckpt = None
-    if checkpoint_dir is not None and steps:
-        ckpt = Path(checkpoint_dir) / checkpoint_name(variant, train_data, steps, seed, init)
 
     # Estimate: measured step time x steps (0 if a finished checkpoint exists), plus feature
     # extraction at ~1/3 of a training step per image (forward only).
     step_s = measure_step_seconds(model, train_set or probes[0][0], batch_size, device)
     images = sum(len(support_union(tr.labels, shots, seeds)) + len(te) for tr, te in probes)
     passes = 1 + (init_reference and steps > 0)
-    todo = 0 if ckpt is not None and is_finished(ckpt) else steps
     estimate = todo * step_s + passes * images * step_s / batch_size / 3
-    what = f"{variant.model} {variant.name} ({todo} training steps + probe on {device})"
     check_budget(estimate, budget_s, what, budget_option)
     say(f"{what}: estimated {format_seconds(estimate)} ({1000 * step_s:.0f} ms per training step)")
 
