@@ -382,6 +382,8 @@ def probe(
     model: str = typer.Option(..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."),
     position: float | None = typer.Option(None, help="Relative position p in [0,1]; omit for the baseline."),
     tokens: int = typer.Option(8, help="Number of learned tokens S."),
+    version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
+    fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     train_data: str = typer.Option("mnist", help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
     probe_data: str = typer.Option("digits,mnist", help="Probe sets, comma list; each is tested on its own held-out split."),
     steps: int = typer.Option(400, help="Training steps (0: probe the initial weights only)."),
@@ -436,7 +438,7 @@ def probe(
                 bar.update(task, completed=step, info=f"loss {loss:.3f}")
 
             result = run_probe(
-                model, position, tokens, train_data=train_data, probe_data=probes, steps=steps,
+                model, position, tokens, version=version, fuser=fuser, train_data=train_data, probe_data=probes, steps=steps,
                 batch_size=batch_size, lr=lr, shots=shot_list, seeds=seeds, l2_reg=lam, device=dev,
                 pretrained=pretrained, checkpoint_path=checkpoint, img_size=img_size,
                 budget_s=budget, init_reference=init_reference, checkpoint_dir=checkpoint_dir,

@@ -132,10 +132,13 @@ def run_probe(
     num_tokens: int = 8,
     *,
     img_size: int | None = None,
+    version: str = "1.1",
+    fuser: bool = False,
     **kwargs: Any,
 ) -> ProbeResult:
     """`run_probe_variant` for the variant (model_name, position, num_tokens); None = baseline."""
-    variant = make_variant(model_name, position, num_tokens, img_size=img_size)
+    variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
+                           img_size=img_size)  # fmt: skip
     return run_probe_variant(variant, img_size=img_size, **kwargs)
 
 
