@@ -159,3 +159,10 @@ def test_over_budget_quality_is_skipped_with_one_line_each(tmp_path: Path) -> No
     assert len(skips) == 4 and all("--set quality.budget_s=0" in line for line in skips)
     (run_dir,) = (tmp_path / "smoke").iterdir()
     assert set(load_results(run_dir)["stage"]) == {"compute"}
+
+
+@pytest.mark.slow
+def test_two_quality_workers_give_the_same_rows_as_one(smoke_run: Path, tmp_path: Path) -> None:
+    """Spawned workers (the default sweep's setting) are seeded like the in-process path."""
+    res = run_sweep(load_sweep(SMOKE, ["quality.workers=2"]), tmp_path)
+    assert _stable(res.run_dir) == _stable(smoke_run)
