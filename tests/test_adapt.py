@@ -149,3 +149,37 @@ def test_budget_check_says_how_to_run_anyway() -> None:
         BudgetExceeded, match=r"estimated at 2\.5 h, over the budget of 10\.0 min.*--budget 0"
     ):
         check_budget(9000.0, 600.0, "training vit_b16")
+
+
+def test_a_killed_training_resumes_bit_identically(tmp_path: Path) -> None:
+    """Partial saves every step; a crash at step 3 of 6, then a rerun, equals one clean run."""
+    from tlbench.data import load_splits
+    from tlbench.models import build_variant
+
+    data = load_splits("digits", img_size=32)[0]
+    kw = dict(steps=6, batch_size=8, seed=0, save_every_s=0.0)
+
+    torch.manual_seed(0)
+    clean = build_variant("tiny", 0.5, 4, num_classes=10)
+    train(clean, data, checkpoint_path=tmp_path / "clean.pt", **kw)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_3(step: int, steps: int, loss: float) -> None:
+        if step == 3:
+            raise Crash
+
+    torch.manual_seed(0)
+    first = build_variant("tiny", 0.5, 4, num_classes=10)
+    with pytest.raises(Crash):
+        train(first, data, checkpoint_path=tmp_path / "run.pt", callback=crash_at_3, **kw)
+    assert (tmp_path / "run.pt.partial").is_file() and not (tmp_path / "run.pt").exists()
+    torch.manual_seed(0)
+    resumed = build_variant("tiny", 0.5, 4, num_classes=10)
+    steps_seen: list[int] = []
+    train(resumed, data, checkpoint_path=tmp_path / "run.pt",
+          callback=lambda step, steps, loss: steps_seen.append(step), **kw)  # fmt: skip
+    assert steps_seen == [4, 5, 6] and not (tmp_path / "run.pt.partial").exists()
+    for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

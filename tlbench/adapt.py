@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,22 @@ def random_shift(x: torch.Tensor, max_px: int, generator: torch.Generator) -> to
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]  # [B, C, H, W]
 
 
+def _partial_path(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _save_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+                  shift_gen: torch.Generator, config: dict, losses: list[float], step: int,
+                  seconds: float) -> None:  # fmt: skip
+    """Everything needed to continue bit-identically: weights, optimizer, schedule, RNG states."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "shift_rng": shift_gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "config": config, "losses": losses,
+                "step": step, "seconds": seconds}, tmp)  # fmt: skip
+    os.replace(tmp, path)
+
+
 def _index_stream(n: int, count: int, seed: int) -> np.ndarray:
     """`count` indices: whole shuffled epochs of range(n) back to back."""
     rng = np.random.default_rng(seed)
@@ -127,6 +144,7 @@ def train(
     checkpoint_path: str | Path | None = None,
     callback: ProgressFn | None = None,
     num_workers: int = 0,
+    save_every_s: float = 60.0,
 ) -> TrainResult:
     """Train `model` in place on `data` (classification, cross-entropy); leaves it in eval mode.
 
@@ -139,6 +157,8 @@ def train(
             otherwise train and write it (state dict, finished flag, final loss, recipe).
         callback: called after every step with (step, steps, loss).
         num_workers: DataLoader workers for lazy (folder/torchvision) data.
+        save_every_s: with a checkpoint_path, also save the run in progress this often (0: every
+            step), so a killed run resumes from its last save; resumed runs end bit-identical.
 
     Returns:
         TrainResult.
@@ -166,14 +186,25 @@ def train(
     shift_gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup_frac))
-    order = _index_stream(len(data), steps * batch_size, seed)
+    losses: list[float] = []
+    done, spent = 0, 0.0  # steps and seconds before this call (resumed from a partial save)
+    partial = _partial_path(path) if path is not None else None
+    if partial is not None and partial.is_file():
+        state = torch.load(partial, map_location=device, weights_only=False)
+        if state.get("config") == config:
+            model.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            shift_gen.set_state(state["shift_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            losses, done, spent = list(state["losses"]), int(state["step"]), float(state["seconds"])
+    order = _index_stream(len(data), steps * batch_size, seed)[done * batch_size :]
     batches = iter_batches(
         data, order, batch_size, img_size=img_size, in_chans=in_chans, num_workers=num_workers
     )
-    losses: list[float] = []
     model.train()
-    start = time.perf_counter()
-    for step, (x, y) in enumerate(batches):
+    start = last_save = time.perf_counter()
+    for step, (x, y) in enumerate(batches, start=done):
         x = random_shift(x.to(device, non_blocking=True), round(img_size / 16), shift_gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = F.cross_entropy(model(normalize(x)), y.to(device))
@@ -187,14 +218,20 @@ def train(
             raise TLBenchError(
                 f"training diverged at step {step + 1} (loss {losses[-1]}); lower --lr"
             )
+        now = time.perf_counter()
+        if partial is not None and step + 1 < steps and now - last_save >= save_every_s:
+            _save_partial(partial, model, opt, sched, shift_gen, config, losses, step + 1,
+                          spent + now - start)  # fmt: skip
+            last_save = now
         if callback is not None:
             callback(step + 1, steps, losses[-1])
-    train_s = time.perf_counter() - start
+    train_s = spent + time.perf_counter() - start
     model.eval()
     final = float(np.mean(losses[-max(1, steps // 10) :]))
     result = TrainResult(steps, final, train_s, 1000 * train_s / steps, False)
     if path is not None:
         _save(path, model, config, result)
+        partial.unlink(missing_ok=True)
     return result
 
 

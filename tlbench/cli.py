@@ -432,9 +432,12 @@ def probe(
                       TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console) as bar:  # fmt: skip
             task = bar.add_task("train", total=max(steps, 1), info="", visible=False)
 
+            started: list[int] = []
+
             def on_step(step: int, total: int, loss: float) -> None:
-                if step == 1:  # the clock starts with training, not with the data loading
-                    bar.reset(task, total=total, visible=True)
+                if not started:  # the clock starts with training (or its resumption)
+                    started.append(step)
+                    bar.reset(task, total=total, completed=step - 1, visible=True)
                 bar.update(task, completed=step, info=f"loss {loss:.3f}")
 
             result = run_probe(
