@@ -43,8 +43,8 @@ def measure(grids: list[dict[str, Any]]) -> dict[str, Any]:
     import timm
     import torch
 
-    from tlbench.flops import count_flops, count_variants
-    from tlbench.models import build_model, make_variants
+    from tlbench.flops import count_variants
+    from tlbench.models import make_variants
 
     entries = []
     for g in grids:
@@ -53,9 +53,7 @@ def measure(grids: list[dict[str, Any]]) -> dict[str, Any]:
                                  img_size=g.get("img_size"))  # fmt: skip
         rows = count_variants(variants, g.get("img_size"))
         base = rows[0].gflops
-        zero_ops: set[str] = set()
-        for v in (variants[0], variants[-1]):  # operator sets: the baseline and one variant
-            zero_ops |= set(count_flops(build_model(v, img_size=g.get("img_size"))).zero_ops)
+        zero_ops = set().union(*(r.zero_ops for r in rows))
         entries.append({
             "grid": g,
             "model": rows[0].model,

@@ -132,7 +132,7 @@ def flops(
         variants = make_variants(model, pos, toks, baseline=baseline, version=version, fuser=fuser,
                                  img_size=img_size)  # fmt: skip
         rows = count_variants(variants, img_size)
-    records = [dict(vars(r)) for r in rows]
+    records = [{k: v for k, v in vars(r).items() if k != "zero_ops"} for r in rows]
     base = next((r["gflops"] for r in records if r["variant"] == "baseline"), None)
     for r in records:
         r["flops_ratio"] = r["gflops"] / base if base else None
@@ -372,7 +372,7 @@ def check(
         for r in rows:
             style = {"regressed": "red", "missing": "red", "ops-changed": "red", "improved": "green"}
             table.add_row(*r, style=style.get(r[2]))
-        console.print(table)
+        Console(width=max(console.width, 140)).print(table)
     if not passed:
         raise typer.Exit(code=1)
 

@@ -195,6 +195,7 @@ class VariantFlops:
     gflops: float
     gflops_analytic: float
     params_m: float
+    zero_ops: tuple[str, ...] = ()  # operators counted as zero (all on ZERO_COST_OPS)
 
 
 def count_variants(variants: list[Variant], img_size: int | None = None) -> list[VariantFlops]:
@@ -217,6 +218,7 @@ def iter_variant_flops(variants: list[Variant], img_size: int | None = None) -> 
             model=info.name, variant=v.name, position=v.position, block_index=v.block_index,
             num_tokens=v.num_tokens, img_size=info.img_size[0], gflops=rep.gflops,
             gflops_analytic=analytic_flops(info, v) / 1e9, params_m=rep.params_m,
+            zero_ops=tuple(sorted(rep.zero_ops)),
         )  # fmt: skip
 
 
