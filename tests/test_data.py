@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from PIL import Image
 
 from tlbench.data import (
+    check_spec,
     fit_images,
     iter_batches,
     load_splits,
@@ -120,3 +122,92 @@ def test_empty_folder(tmp_path: Path) -> None:
 def test_torchvision_without_data_says_download(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cifar10 not found under .*--download"):
         load_splits(f"cifar10:{tmp_path}")
+
+
+def test_16bit_grayscale_keeps_its_gradient(tmp_path: Path) -> None:
+    """convert("RGB") clips 0..65535 to 255 (all white); the loader scales by 65535 instead."""
+    ramp = np.linspace(0, 65535, 16).round().astype(np.uint16)  # [16]
+    for name in ("dark", "ramp"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            arr = np.tile(ramp // (4 if name == "dark" else 1), (16, 1))  # [16, 16], rows equal
+            img = Image.fromarray(arr)
+            assert img.mode == "I;16"
+            img.save(tmp_path / name / f"{i}.png")
+    assert Image.open(tmp_path / "ramp" / "0.png").mode.startswith("I;16")  # PNG keeps 16 bits
+    train, _ = load_splits(str(tmp_path), img_size=16)
+    x, y = next(iter_batches(train, np.arange(len(train)), 8, img_size=16, in_chans=1))
+    expected = torch.as_tensor(np.round(ramp / 65535 * 255) / 255, dtype=torch.float32)
+    ramp_row = x[y.tolist().index(1), 0, 8]  # [16]
+    assert torch.allclose(ramp_row, expected, atol=1 / 255)
+    assert float(x[y.tolist().index(0)].max()) == pytest.approx(0.25, abs=1 / 255)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [("broken.png", b"", "empty file"), ("notes.jpg", b"not a jpeg\n", "not an image")],
+)
+def test_unreadable_image_is_one_line_error(
+    tmp_path: Path, num_workers: int, name: str, content: bytes, reason: str
+) -> None:
+    write_folder(tmp_path / "train", {"cat": 2, "dog": 2})
+    write_folder(tmp_path / "test", {"cat": 1, "dog": 1})
+    (tmp_path / "train" / "dog" / name).write_bytes(content)
+    train, _ = load_splits(str(tmp_path), img_size=8)
+    workers_before = set(multiprocessing.active_children())
+    batches = iter_batches(
+        train, np.arange(len(train)), 2, img_size=8, in_chans=3, num_workers=num_workers
+    )
+    with pytest.raises(DataError) as info:
+        list(batches)
+    message = str(info.value)
+    assert message.startswith(f"cannot read image {tmp_path / 'train' / 'dog' / name}: {reason}")
+    assert "\n" not in message and "Traceback" not in message
+    assert set(multiprocessing.active_children()) <= workers_before  # workers shut down
+
+
+def test_fewer_than_two_classes(tmp_path: Path) -> None:
+    write_folder(tmp_path / "flat", {"cat": 3})
+    with pytest.raises(DataError, match=r"has 1 class folder \('cat'\), need 2 or more; expected"):
+        load_splits(str(tmp_path / "flat"))
+    write_folder(tmp_path / "deep" / "images", {"cat": 2, "dog": 2})
+    with pytest.raises(DataError, match=rf"did you mean folder:{tmp_path / 'deep' / 'images'}\?"):
+        load_splits(str(tmp_path / "deep"))
+    write_folder(tmp_path / "split" / "train", {"cat": 2, "dog": 2})
+    write_folder(tmp_path / "split" / "val", {"cat": 2})
+    with pytest.raises(DataError, match=r"split/val has 1 class folder"):
+        load_splits(str(tmp_path / "split"))
+
+
+def test_torchvision_with_one_label_is_refused(tmp_path: Path) -> None:
+    """A FashionMNIST copy (idx files, as torchvision reads them) whose labels are all 0."""
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    n = 4
+    for prefix in ("train", "t10k"):
+        images = bytes([0, 0, 8, 3]) + np.array([n, 28, 28], ">i4").tobytes() + bytes(n * 784)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(images)
+        labels = bytes([0, 0, 8, 1]) + np.array([n], ">i4").tobytes() + bytes(n)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
+    with pytest.raises(DataError, match="the train split has 1 distinct label"):
+        load_splits(f"fashion_mnist:{tmp_path}")
+
+
+def test_check_spec_is_cheap_and_fails_early(tmp_path: Path) -> None:
+    write_folder(tmp_path / "pets", {"cat": 1, "dog": 1})
+    (tmp_path / "pets" / "dog" / "0.png").write_bytes(b"")  # not opened: no image is read
+    check_spec(f"folder:{tmp_path / 'pets'}")
+    check_spec("digits")
+    check_spec(f"cifar10:{tmp_path / 'nowhere'}", download=True)
+    (tmp_path / "file.txt").write_text("x")
+    bad = {
+        "cifar11": "unknown dataset",
+        f"folder:{tmp_path / 'nope'}": "data folder not found",
+        f"folder:{tmp_path / 'file.txt'}": "not a directory",
+        f"folder:{tmp_path / 'pets' / 'cat'}": "no images found under .*0 class folders",
+        f"cifar10:{tmp_path / 'nowhere'}": "cifar10 not found under .*--download",
+    }
+    for spec, message in bad.items():
+        with pytest.raises(DataError, match=message):
+            check_spec(spec)

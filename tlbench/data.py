@@ -10,7 +10,8 @@ Built-in sets need no network because PyPI wheels ship the pixels:
 User data: `folder:PATH` (or a bare path) is an ImageFolder root (ROOT/CLASS/IMG, or ROOT/train and
 ROOT/test|val with class folders; a single root is split 80/20 per class with a fixed seed), and
 `cifar10[:ROOT]`, `oxford_iiit_pet[:ROOT]`, ... are torchvision datasets (ROOT defaults to ./data;
-fetched only with download=True).
+fetched only with download=True). Every split needs 2 or more classes (one would probe at 100%);
+16-bit and float grayscale files are scaled to 8 bits, not clipped to white (images.py).
 Images come out as float [B, C, H, W] in [0, 1]; `normalize` maps them to [-1, 1] (mean = std = 0.5,
 as big_vision's value_range(-1, 1) and timm's augreg ViT weights), after augmentation.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from tlbench.errors import DataError
+from tlbench.images import _load_image, _pil_transform
 
 BUILTIN = ("mnist", "digits")
 # torchvision name -> (class, kwargs for the train split, kwargs for the test split)
@@ -93,6 +96,7 @@ def load_splits(
     spec: str, *, img_size: int = FRAME, download: bool = False
 ) -> tuple[ImageSet, ImageSet]:
     """(train, test) splits of a dataset spec; `img_size` is the resize target for user images."""
+    check_spec(spec, download=download)
     kind, root = parse_spec(spec)
     if kind == "mnist":
         return _builtin(spec, *_mnist(), test_per_class=100)
@@ -152,39 +156,84 @@ def _builtin(
     )
 
 
-def _pil_transform(img_size: int) -> Any:
-    from torchvision import transforms as T
+def check_spec(spec: str, *, download: bool = False) -> None:
+    """DataError now, before a sweep starts work, for what is instant to check.
 
-    return T.Compose([_ToRGB(), T.Resize(img_size), T.CenterCrop(img_size), T.ToTensor()])
+    The spec parses, a folder exists with at least 2 class folders (one directory listing per
+    split, never a walk over the images: a folder may hold millions), a torchvision root exists
+    unless it is to be downloaded. Unreadable image files surface when they are loaded.
+    """
+    kind, root = parse_spec(spec)
+    if kind in BUILTIN:
+        return
+    assert root is not None
+    if kind == "folder":
+        if not root.exists():
+            raise DataError(f"data folder not found: {root}")
+        if not root.is_dir():
+            raise DataError(f"data folder is not a directory: {root}")
+        for path in _split_dirs(root):
+            try:
+                _check_class_dirs(path, split_layout=path != root)
+            except OSError as e:  # e.g. no read permission
+                raise DataError(f"cannot list data folder {path}: {e.strerror or e}") from None
+    elif not download and not root.is_dir():
+        raise DataError(_not_found(kind, root))
 
 
-class _ToRGB:
-    """PIL image -> RGB (picklable, for DataLoader workers)."""
+def _not_found(name: str, root: Path) -> str:
+    return (
+        f"{name} not found under {root}; add --download to fetch it (needs network), "
+        f"or point at a copy with {name}:ROOT"
+    )
 
-    def __call__(self, img: Any) -> Any:
-        return img.convert("RGB")
+
+def _split_dirs(root: Path) -> list[Path]:
+    """[ROOT/train, ROOT/test|val] when both exist, else [ROOT] (split 80/20 later)."""
+    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
+    return [root / "train", test_dir] if (root / "train").is_dir() and test_dir else [root]
+
+
+def _check_class_dirs(path: Path, *, split_layout: bool) -> None:
+    """At least 2 class folders under `path`: with one, every probe scores 100%."""
+    classes = sorted(e.name for e in os.scandir(path) if e.is_dir())  # as ImageFolder finds them
+    expected = f"expected {path}/CLASS/IMAGE.jpg|png"
+    if not classes:
+        raise DataError(
+            f"no images found under {path}: 0 class folders, need 2 or more ({expected})"
+        )
+    if len(classes) > 1:
+        return
+    only = path / classes[0]
+    if not any(e.is_dir() for e in os.scandir(only)):
+        fix = expected
+    elif split_layout:  # ROOT/train/images/cat/*.png: one level too deep
+        fix = f"move the class folders up from {only}"
+    else:  # ROOT/images/cat/*.png
+        fix = f"did you mean folder:{only}?"
+    raise DataError(f"{path} has 1 class folder ({classes[0]!r}), need 2 or more; {fix}")
 
 
 def _folder(spec: str, root: Path | None, img_size: int) -> tuple[ImageSet, ImageSet]:
+    """ImageFolder splits; `check_spec` has already checked the root and its class folders."""
     from torchvision.datasets import ImageFolder
 
-    if root is None or not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
+    assert root is not None
     tf = _pil_transform(img_size)
 
     def open_folder(path: Path) -> ImageFolder:
         try:
-            return ImageFolder(str(path), transform=tf)
+            return ImageFolder(str(path), transform=tf, loader=_load_image)
         except FileNotFoundError:
             raise DataError(
                 f"no images found under {path} (expected {path}/CLASS/IMAGE.jpg|png)"
             ) from None
 
-    test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        train, test = open_folder(root / "train"), open_folder(test_dir)
+    dirs = _split_dirs(root)
+    if len(dirs) == 2:
+        train, test = open_folder(dirs[0]), open_folder(dirs[1])
         if train.classes != test.classes:
-            raise DataError(f"{root}/train and {test_dir} have different class folders")
+            raise DataError(f"{dirs[0]} and {dirs[1]} have different class folders")
         return (
             _lazy(spec, "train", train, train.targets, train.classes),
             _lazy(spec, "test", test, test.targets, test.classes),
@@ -212,13 +261,15 @@ def _torchvision(
         except RuntimeError as e:
             if download:
                 raise DataError(f"could not download {name} to {root}: {e}") from None
-            raise DataError(
-                f"{name} not found under {root}; add --download to fetch it (needs network), "
-                f"or point at a copy with {name}:ROOT"
-            ) from None
+            raise DataError(_not_found(name, root)) from None
         except OSError as e:  # no network, disk full, ...
             raise DataError(f"could not load {name} from {root}: {e}") from None
         labels = next(getattr(ds, a) for a in ("targets", "labels", "_labels") if hasattr(ds, a))
+        distinct = len(np.unique(np.asarray(labels)))
+        if distinct < 2:  # a partial or corrupt copy: one class would probe at 100%
+            raise DataError(
+                f"{spec}: the {split} split has {distinct} distinct label(s), need 2 or more"
+            )
         classes = getattr(ds, "classes", None) or [str(c) for c in sorted(set(labels))]
         out.append(_lazy(spec, split, ds, labels, classes))
     return out[0], out[1]
@@ -260,7 +311,10 @@ def iter_batches(
     in_chans: int,
     num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images [B, in_chans, img_size, img_size] in [0, 1], labels [B]) in `indices` order."""
+    """Yield (images [B, in_chans, img_size, img_size] in [0, 1], labels [B]) in `indices` order.
+
+    A bad image raises a one-line DataError, also from a DataLoader worker.
+    """
     labels = torch.as_tensor(data.labels)
     if data.images is not None:
         for i in range(0, len(indices), batch_size):
@@ -274,5 +328,28 @@ def iter_batches(
         shuffle=False,
         num_workers=num_workers,
     )
-    for x, y in loader:
-        yield fit_images(x, img_size, in_chans), y
+    batches = iter(loader)
+    try:
+        for x, y in batches:
+            yield fit_images(x, img_size, in_chans), y
+        return
+    except DataError as e:
+        message = _worker_message(e)
+        e.__traceback__ = None  # its frames hold the iterator in a cycle (only gc would free it)
+    del batches  # so this shuts the workers down now
+    raise DataError(message)
+
+
+def _worker_message(e: DataError) -> str:
+    """The original one-line message of a DataError that a DataLoader worker re-raised.
+
+    The worker sends only the formatted traceback, and DataLoader re-raises
+    `DataError("Caught DataError in DataLoader worker process 0.\\nOriginal Traceback ...")`;
+    its last "tlbench.errors.DataError: ..." line holds the message.
+    """
+    text = str(e)
+    if "\n" not in text:
+        return text
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    found = [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+    return found[-1] if found else text.splitlines()[0]
