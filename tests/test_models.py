@@ -1,23 +1,32 @@
-"""Aliases, position -> block mapping, variants at every position, pretrained loading."""
+"""Aliases, position -> block mapping, variants at every position, pretrained loading, and
+which timm ViTs are supported (listed) or refused by name."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from timm.layers import LayerNorm, RmsNorm, SwiGLU
+from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
 from tlbench.errors import ConfigError
+from tlbench.flops import analytic_flops, count_flops
 from tlbench.models import (
     block_index,
+    build_sharing,
     build_variant,
     make_variant,
     make_variants,
     model_info,
     pre_logits,
     resolve_model,
+    unsupported_reason,
+    vit_names,
 )
+from tlbench.support import _timm_vit_names
 from tlbench.tokenlearner import TokenFuserBlock, TokenLearnerLayer
 
 
@@ -82,12 +91,19 @@ def test_fuser_after_last_block_is_an_error() -> None:
         make_variant("tiny", 1.0, 8, fuser=True)
 
 
-CASES = [(p, v, f) for p in (None, 0.0, 0.25, 0.5, 0.75, 1.0) for v in ("1.1", "1.0")
-         for f in (False, True) if not (f and p == 1.0)]  # the fuser needs a block after p
+CASES = [
+    (p, v, f)
+    for p in (None, 0.0, 0.25, 0.5, 0.75, 1.0)
+    for v in ("1.1", "1.0")
+    for f in (False, True)
+    if not (f and p == 1.0)
+]  # the fuser needs a block after p
 
 
 @pytest.mark.parametrize(("position", "version", "fuser"), CASES)
-def test_forward_shapes_at_every_position(position: float | None, version: str, fuser: bool) -> None:
+def test_forward_shapes_at_every_position(
+    position: float | None, version: str, fuser: bool
+) -> None:
     model = build_variant("tiny", position, 4, version=version, fuser=fuser, num_classes=7)
     x = torch.randn(2, 3, 32, 32)
     feats = model.forward_features(x)
@@ -119,8 +135,10 @@ def test_p1_runs_every_block_on_the_full_grid() -> None:
     tl.load_state_dict(base.state_dict(), strict=False)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(base.blocks(base.norm_pre(base._pos_embed(base.patch_embed(x)))),
-                                   tl.blocks[:-1](tl.norm_pre(tl._pos_embed(tl.patch_embed(x)))))
+        torch.testing.assert_close(
+            base.blocks(base.norm_pre(base._pos_embed(base.patch_embed(x)))),
+            tl.blocks[:-1](tl.norm_pre(tl._pos_embed(tl.patch_embed(x)))),
+        )
 
 
 def test_pretrained_round_trip_from_a_local_checkpoint(tmp_path: Path) -> None:
@@ -130,10 +148,16 @@ def test_pretrained_round_trip_from_a_local_checkpoint(tmp_path: Path) -> None:
     model = build_variant("vit_ti16", 0.5, 8, img_size=64, pretrained=True, checkpoint_path=path,
                           num_classes=10)  # fmt: skip
     own = model.state_dict()
-    torch.testing.assert_close(own["patch_embed.proj.weight"], src.state_dict()["patch_embed.proj.weight"])
-    torch.testing.assert_close(own["blocks.0.attn.qkv.weight"], src.state_dict()["blocks.0.attn.qkv.weight"])
+    torch.testing.assert_close(
+        own["patch_embed.proj.weight"], src.state_dict()["patch_embed.proj.weight"]
+    )
+    torch.testing.assert_close(
+        own["blocks.0.attn.qkv.weight"], src.state_dict()["blocks.0.attn.qkv.weight"]
+    )
     # blocks after the insertion point shift by one; the TokenLearner starts fresh
-    torch.testing.assert_close(own["blocks.7.mlp.fc2.weight"], src.state_dict()["blocks.6.mlp.fc2.weight"])
+    torch.testing.assert_close(
+        own["blocks.7.mlp.fc2.weight"], src.state_dict()["blocks.6.mlp.fc2.weight"]
+    )
     assert own["head.weight"].shape == (10, 192)  # other class count: fresh head
 
 
@@ -152,3 +176,114 @@ def test_missing_or_corrupt_checkpoint(tmp_path: Path) -> None:
     bad.write_text("not a checkpoint")
     with pytest.raises(ConfigError, match="could not read"):
         build_variant("tiny", pretrained=True, checkpoint_path=bad)
+
+
+# --- which timm ViTs tlbench supports -------------------------------------------------------
+
+# One name per refused family, and the words its one-line error must contain.
+REFUSED = [
+    ("deit_tiny_distilled_patch16_224", "distillation tokens"),  # 2-token head
+    ("aimv2_large_patch14_224", "gated MLP (SwiGLU)"),  # also RMSNorm
+    ("vit_giant_patch14_dinov2", "gated MLP (GluMlp)"),  # analytic would be 22% high
+    ("vit_small_patch16_18x2_224", "parallel blocks (ParallelThingsBlock)"),
+    ("vit_base_patch16_xp_224", "parallel blocks (ParallelScalingBlock)"),
+    ("vit_dpwee_patch16_reg1_gap_256", "parallel blocks (DiffParallelScalingBlock)"),
+    ("vit_dwee_patch16_reg1_gap_256", "DiffAttention"),  # fvcore: aten::exp, aten::rms_norm
+    ("beit3_base_patch16_224", "sub-LN"),  # LayerNorms inside attn and MLP
+    ("test_vit4", "RmsNorm"),  # fvcore cannot count aten::rms_norm
+    ("vit_base_patch16_clip_224", "norm_pre"),  # one LayerNorm the analytic count leaves out
+    ("vit_base_patch16_radio_v3", "no final norm"),  # analytic would count one too many
+]
+
+# One name per supported structure: block type, layer scale, prefix tokens (class, registers,
+# none), position embedding with or without the prefix, MLP activation. Fast: timm's test models
+# and the smallest reg-token ViT (~2 s each); the rest take 5-10 s each on 2 busy cores.
+SUPPORTED_FAST = [
+    "test_vit",  # class token
+    "test_vit2",  # 1 register, no class token, layer scale
+    "test_vit3",  # as test_vit2, but timm would pool the register; tlbench's head does not
+    "vit_wee_patch16_reg1_gap_256",  # 1 register outside the position embedding (no_embed_class)
+]
+SUPPORTED_SLOW = [
+    "vit_little_patch16_reg4_gap_256",  # 4 registers, no_embed_class
+    "flexivit_small",  # class token outside the position embedding
+    "deit3_small_patch16_224",  # as flexivit, with layer scale
+    "vit_small_patch14_reg4_dinov2",  # class + 4 registers, 14 px patches
+    "vit_base_patch16_rpn_224",  # ResPostBlock (post-norm), no class token
+    "vit_base_patch32_siglip_256",  # GELU (tanh), no prefix tokens
+    "vit_base_patch16_gap_224",
+    "vit_base_patch16_reg4_gap_256",
+    "vit_betwixt_patch16_gap_256",
+    "vit_base_patch14_reg1_tipsv2",  # class + 1 register
+    "vit_so150m_patch16_reg4_gap_256",
+]
+
+
+@pytest.mark.parametrize("name", vit_names())
+def test_every_listed_name_passes_the_full_check(name: str) -> None:
+    """The listing checks a one-block probe; the full meta build (every block) must agree."""
+    assert model_info(name).name == name
+
+
+@pytest.mark.parametrize(("name", "why"), REFUSED)
+def test_excluded_families_are_refused_by_name(name: str, why: str) -> None:
+    if name not in _timm_vit_names():
+        pytest.skip(f"{name} is not in this timm")
+    assert name not in vit_names()
+    for call in (lambda: resolve_model(name), lambda: make_variant(name, 0.5, 8)):
+        with pytest.raises(ConfigError, match=re.escape(why)) as e:
+            call()
+        assert str(e.value).startswith(name) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"block_fn": ParallelScalingBlock}, "parallel blocks"),
+        ({"mlp_layer": SwiGLU}, "gated MLP"),
+        ({"norm_layer": RmsNorm}, "RmsNorm"),
+        ({"scale_attn_norm": True}, "sub-LN"),
+        ({"qk_norm": True}, "qk-norm"),
+        ({"pre_norm": True}, "norm_pre"),
+        ({"final_norm": False}, "no final norm"),
+        ({"embed_norm_layer": LayerNorm}, "normalises the patch embedding"),
+    ],
+)
+def test_predicate_sees_each_structure_on_a_tiny_vit(kwargs: dict[str, object], why: str) -> None:
+    """Structure, not names: the same check refuses any timm ViT built this way."""
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, weight_init="skip")
+    with torch.device("meta"):
+        assert unsupported_reason(VisionTransformer(**args)) is None
+        assert why in unsupported_reason(VisionTransformer(**args, **kwargs))
+
+
+def _fvcore_equals_analytic(name: str) -> None:
+    """p = 0.5, S = 8 at 4x4 patches: forward runs, fvcore == analytic for both variants."""
+    img = model_info(name).patch_size * 4
+    info = model_info(name, img)
+    variants = make_variants(name, [0.5], [8], img_size=img)
+    models = build_sharing(variants, img)
+    x = torch.randn(1, info.in_chans, img, img)
+    for v in variants:
+        with torch.no_grad():
+            assert models[v.name](x).shape == (1, info.num_classes)
+        assert count_flops(models[v.name], img, info.in_chans).flops == analytic_flops(info, v)
+
+
+@pytest.mark.parametrize("name", SUPPORTED_FAST)
+def test_supported_family_counts_exactly(name: str) -> None:
+    _fvcore_equals_analytic(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SUPPORTED_SLOW)
+def test_supported_family_counts_exactly_base_size(name: str) -> None:
+    _fvcore_equals_analytic(name)
+
+
+def test_head_never_pools_prefix_tokens() -> None:
+    """test_vit3 asks timm to pool its register token; tlbench's head convention wins."""
+    model = build_variant("test_vit3", img_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    feats = model.forward_features(x)
+    torch.testing.assert_close(pre_logits(model, x), feats[:, 1:].mean(1))

@@ -9,6 +9,9 @@ average over the non-prefix tokens, i.e. the S learned tokens after TokenLearner
 tokens stay in the sequence, untouched by TokenLearner (pretrained blocks expect them), but are
 not pooled. timm models are built with `global_pool='avg', fc_norm=False`, so the final
 LayerNorm stays before the pool and timm checkpoints load with their original key names.
+
+Supported timm ViTs are those whose FLOPs flops.analytic_flops models exactly (support.py):
+`vit_names()` lists them, and any other is refused by name with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
+from tlbench.support import (
+    NO_INIT,
+    SUPPORTED,
+    _probe_reason,
+    _timm_vit_names,
+    unsupported_reason,
+    vit_names,
+)
 from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
 
 # The one alias table: short names for the paper's models and a few more.
@@ -115,7 +126,12 @@ def resolve_model(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
-    if name in CUSTOM_MODELS or name.split(".")[0] in vit_names():
+    if name in CUSTOM_MODELS:
+        return name
+    if name.split(".")[0] in _timm_vit_names():
+        reason = _probe_reason(name.split(".")[0])
+        if reason:
+            raise ConfigError(reason)
         return name
     if timm.is_model(name):
         raise ConfigError(
@@ -126,22 +142,22 @@ def resolve_model(name: str) -> str:
     raise ConfigError(f"unknown model {name!r}{hint}")
 
 
-@functools.cache
-def vit_names() -> tuple[str, ...]:
-    """timm model names built as VisionTransformer (the families tlbench can modify)."""
-    import timm
-
-    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit"))
-
-
 def block_index(position: float, depth: int) -> int:
     """Relative position p -> block index k = floor(p * depth + 0.5), round half up."""
-    if not isinstance(position, (int, float)) or not math.isfinite(position) or not 0 <= position <= 1:
-        raise ConfigError(f"position must be in [0, 1] (0 = before the first block), got {position}")
+    if (
+        not isinstance(position, (int, float))
+        or not math.isfinite(position)
+        or not 0 <= position <= 1
+    ):
+        raise ConfigError(
+            f"position must be in [0, 1] (0 = before the first block), got {position}"
+        )
     return math.floor(position * depth + 0.5)
 
 
-def _create(name: str, *, img_size: int | None, pretrained: bool, num_classes: int, **kw: Any) -> nn.Module:
+def _create(
+    name: str, *, img_size: int | None, pretrained: bool, num_classes: int, **kw: Any
+) -> nn.Module:
     """Instantiate the stock (unmodified) model with tlbench's head convention."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
@@ -150,7 +166,7 @@ def _create(name: str, *, img_size: int | None, pretrained: bool, num_classes: i
         args = dict(CUSTOM_MODELS[name], num_classes=num_classes, global_pool="avg", fc_norm=False)
         if img_size is not None:
             args["img_size"] = img_size
-        model = VisionTransformer(**args, **kw)
+        model = VisionTransformer(**{**args, **kw})  # kw may override weight_init
         if name in SINCOS_INIT and model.pos_embed is not None:
             from timm.layers import build_sincos2d_pos_embed
 
@@ -164,13 +180,27 @@ def _create(name: str, *, img_size: int | None, pretrained: bool, num_classes: i
             args["img_size"] = img_size
         try:
             model = timm.create_model(name, pretrained=pretrained, **args)
-        except (RuntimeError, OSError, ValueError, TypeError) as e:  # no network, bad kwargs, missing weights
+        except (
+            RuntimeError,
+            OSError,
+            ValueError,
+            TypeError,
+        ) as e:  # no network, bad kwargs, missing weights
             what = "load pretrained weights for" if pretrained else "build"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"could not {what} {name}: {first}") from None
+            raise ConfigError(f"could not {what} {name}: {_first_line(e)}") from None
+        except AssertionError as e:  # timm asserts on head args: distilled DeiTs read 2 tokens
+            raise ConfigError(
+                f"{name} cannot take tlbench's average-pool head: {_first_line(e)}"
+            ) from None
     if not isinstance(model, VisionTransformer):
         raise ConfigError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
+    if getattr(model, "pool_include_prefix", False):  # e.g. test_vit3: keep the head convention
+        model.pool_include_prefix = False
     return model
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 @functools.cache
@@ -178,13 +208,19 @@ def model_info(name: str, img_size: int | None = None) -> ModelInfo:
     """Architecture of a model (built on the meta device: instant, no weights)."""
     resolved = resolve_model(name)
     with torch.device("meta"):
-        m = _create(resolved, img_size=img_size, pretrained=False, num_classes=1000)
+        m = _create(resolved, img_size=img_size, pretrained=False, num_classes=1000, **NO_INIT)
+    if reason := unsupported_reason(m):
+        raise ConfigError(f"{resolved} {reason}; {SUPPORTED}")
     patch = m.patch_embed.patch_size
     size = m.patch_embed.img_size
     if img_size is not None and (img_size % patch[0] or img_size % patch[1]):
-        raise ConfigError(f"image size {img_size} is not divisible by {resolved}'s patch size {patch[0]}")
+        raise ConfigError(
+            f"image size {img_size} is not divisible by {resolved}'s patch size {patch[0]}"
+        )
     if patch[0] != patch[1]:
-        raise ConfigError(f"{resolved} has a non-square patch {patch}; tlbench needs square patches")
+        raise ConfigError(
+            f"{resolved} has a non-square patch {patch}; tlbench needs square patches"
+        )
     return ModelInfo(
         name=resolved,
         depth=len(m.blocks),
@@ -273,7 +309,9 @@ def insert_tokenlearner(model: nn.Module, variant: Variant, bottleneck_dim: int 
     prefix = model.num_prefix_tokens
 
     def learner() -> TokenLearner:
-        return TokenLearner(dim, s, variant.version, bottleneck_dim, grid).to(model.pos_embed.device)
+        return TokenLearner(dim, s, variant.version, bottleneck_dim, grid).to(
+            model.pos_embed.device
+        )
 
     if variant.fuser:
         for i in range(k, len(blocks)):
@@ -295,8 +333,12 @@ def build_model(
 ) -> nn.Module:
     """Build `variant` (eval mode): stock model, optional pretrained backbone, fresh TokenLearner."""
     model_info(variant.model, img_size)  # validates the image size
-    model = _create(variant.model, img_size=img_size, pretrained=pretrained and not checkpoint_path,
-                    num_classes=num_classes)
+    model = _create(
+        variant.model,
+        img_size=img_size,
+        pretrained=pretrained and not checkpoint_path,
+        num_classes=num_classes,
+    )
     if checkpoint_path is not None:
         load_backbone(model, checkpoint_path)
     return insert_tokenlearner(model, variant).eval()
@@ -329,9 +371,16 @@ def build_variant(
     Returns:
         The model in eval mode, with `model.tl_variant` set.
     """
-    variant = make_variant(model, position, num_tokens, version=version, fuser=fuser, img_size=img_size)
-    return build_model(variant, img_size=img_size, pretrained=pretrained, num_classes=num_classes,
-                       checkpoint_path=checkpoint_path)
+    variant = make_variant(
+        model, position, num_tokens, version=version, fuser=fuser, img_size=img_size
+    )
+    return build_model(
+        variant,
+        img_size=img_size,
+        pretrained=pretrained,
+        num_classes=num_classes,
+        checkpoint_path=checkpoint_path,
+    )
 
 
 def build_sharing(variants: list[Variant], img_size: int | None = None) -> dict[str, nn.Module]:
