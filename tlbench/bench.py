@@ -2,7 +2,8 @@
 
 Every variant is counted on its eager model (fvcore, fused attention handled in flops.py), then all
 are timed in the same rounds with the same attention kernel (throughput.py). Ratios are taken
-against the baseline of this run only: `speedup` (wall clock), `flops_speedup` (baseline GFLOPs /
+against the baseline of this run only: `speedup` (wall clock, with a 95% bootstrap interval
+`speedup_low`..`speedup_high` and a `speedup_reliable` flag), `flops_speedup` (baseline GFLOPs /
 variant GFLOPs) and `efficiency` = speedup / flops_speedup (1.0: every saved FLOP saved time).
 """
 
@@ -12,12 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from tlbench.throughput import (
+    TARGET_CI,
     Progress,
     check_counts,
-    paired_speedup,
     parse_batch_size,
     resolve_device,
     resolve_dtype,
+    speedup_interval,
     time_interleaved,
 )
 
@@ -28,8 +30,8 @@ DEFAULT_TOKENS = (8,)  # the paper's S for ViT-B/16; 16 doubles a CPU run for a 
 RECORD_KEYS = (
     "model", "variant", "position", "block_index", "num_tokens", "batch_size", "device",
     "device_name", "dtype", "images_per_s", "latency_ms", "latency_ms_p10", "latency_ms_p90",
-    "speedup", "gflops", "flops_speedup", "efficiency", "compiled", "tf32", "attention",
-    "threads", "rounds", "iters", "torch_version",
+    "speedup", "speedup_low", "speedup_high", "speedup_reliable", "gflops", "flops_speedup",
+    "efficiency", "compiled", "tf32", "attention", "threads", "rounds", "iters", "torch_version",
 )  # fmt: skip
 
 
@@ -47,6 +49,9 @@ def bench_variants(
     iters: int | None = None,
     threads: int | None = None,
     tf32: bool = False,
+    target_ci: float = TARGET_CI,
+    time_cap_s: float | None = None,
+    max_rounds: int | None = None,
     img_size: int | None = None,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
@@ -61,7 +66,8 @@ def bench_variants(
         dtype: 'float32', or 'bfloat16' / 'float16' autocast.
         compile: time torch.compile'd models (counted eager, compiled afterwards).
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        rounds, warmup, iters, threads, tf32: see `throughput.time_interleaved`.
+        rounds, warmup, iters, threads, tf32: see `throughput.time_interleaved`; rounds=None
+            adds rounds until every speedup interval is tight (target_ci, time_cap_s, max_rounds).
         img_size: input resolution (default: the model's).
         progress: called with a short status line before each stage.
 
@@ -98,13 +104,17 @@ def bench_variants(
         warmup=warmup,
         rounds=rounds,
         iters=iters,
+        reference="baseline",
+        target_ci=target_ci,
+        time_cap_s=time_cap_s,
+        max_rounds=max_rounds,
         progress=progress,
     )
     ref, ref_gflops = timings["baseline"], gflops["baseline"]
     records = []
     for v in variants:
         t = timings[v.name]
-        speedup = paired_speedup(ref, t)
+        speedup = speedup_interval(ref, t)
         flops_speedup = ref_gflops / gflops[v.name]
         row = dict(
             t.to_dict(),
@@ -113,10 +123,13 @@ def bench_variants(
             position=v.position,
             block_index=v.block_index,
             num_tokens=v.num_tokens,
-            speedup=speedup,
+            speedup=speedup.value,
+            speedup_low=speedup.low,
+            speedup_high=speedup.high,
+            speedup_reliable=speedup.reliable,
             gflops=gflops[v.name],
             flops_speedup=flops_speedup,
-            efficiency=speedup / flops_speedup,
+            efficiency=speedup.value / flops_speedup,
         )
         records.append({k: row[k] for k in RECORD_KEYS})
     return records

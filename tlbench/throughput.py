@@ -1,9 +1,15 @@
 """Wall-clock speed: warm-up, synchronised timing, models interleaved in rounds.
 
 Timing follows timm `benchmark.py` (perf_counter read after a CUDA sync, inference_mode, one fixed
-random batch on the device) and adds what a comparison needs: all models run in the same rounds
-(A B C A B C ...) so drift on a shared machine hits them alike, and `speedup` is the median of
-per-round ratios against a model timed in the same run. Compute only; progress goes to a callback.
+random batch on the device) and adds what a comparison needs:
+- all models run in the same rounds, so drift on a shared machine hits them alike, and the order
+  alternates (A B C, C B A, ...): under load the first model of a round ran slower, and a 95%
+  interval for one tiny model timed under two names missed 1.0 in 9 of 40 runs (alternating: 1);
+- `speedup` is the median of per-round ratios against a model timed in the same run, with a
+  bootstrap confidence interval (speedup.py);
+- by default rounds are added until every interval is tight (or a time cap is hit): a fixed few
+  rounds on a loaded machine reported a variant with 1.03x the baseline's FLOPs as 5.36x faster.
+Compute only; progress goes to a callback.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
+from tlbench.speedup import TARGET_CI, widest_interval
+
+# re-exported: the speedup statistics lived here, and callers import them from this module
+from tlbench.speedup import UNRELIABLE as UNRELIABLE
+from tlbench.speedup import Speedup as Speedup
+from tlbench.speedup import needs_more_rounds as needs_more_rounds
+from tlbench.speedup import paired_speedup as paired_speedup
+from tlbench.speedup import ratio_interval as ratio_interval
+from tlbench.speedup import speedup_interval as speedup_interval
 
 Progress = Callable[[str], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -33,14 +48,20 @@ class Schedule:
 
     batch_size: int  # where the 'auto' out-of-memory search starts (on CPU it fits at once)
     warmup: int  # untimed forward passes per model before the first round
-    rounds: int  # timed rounds; the reported latency is the median over rounds
+    min_rounds: int  # timed rounds before the adaptive stopping rule is first consulted
     iters: int  # forward passes per model per round (pipelined, one sync at each end)
+    time_cap_s: float  # adaptive rounds stop once the timed rounds have taken this long in total
+    max_rounds: int  # ... or after this many rounds, tight or not
 
 
 # CPU: one warm-up pass suffices (the 'auto' batch check adds another); a vit_b16 sweep
 # (baseline + 4 positions, S=8) takes a few minutes on 2 cores.
 # CUDA: start high and let the search back off; 10 warm-up passes as timm.
-SCHEDULES = {"cpu": Schedule(8, 1, 5, 1), "cuda": Schedule(1024, 10, 10, 10)}
+SCHEDULES = {
+    "cpu": Schedule(batch_size=8, warmup=1, min_rounds=5, iters=1, time_cap_s=60.0, max_rounds=50),
+    "cuda": Schedule(batch_size=1024, warmup=10, min_rounds=10, iters=10, time_cap_s=60.0,
+                     max_rounds=200),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -61,7 +82,7 @@ class Timing:
     torch_version: str
     threads: int
     warmup: int
-    rounds: int
+    rounds: int  # rounds actually run (adaptive mode decides at run time)
     iters: int
     round_ms: tuple[float, ...] = field(default=(), repr=False)  # ms per batch, one per round
 
@@ -219,16 +240,21 @@ def time_interleaved(
     warmup: int | None = None,
     rounds: int | None = None,
     iters: int | None = None,
+    reference: str | None = None,
+    target_ci: float = TARGET_CI,
+    time_cap_s: float | None = None,
+    max_rounds: int | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Timing]:
-    """Time several models on one random batch, interleaved: warm-up, then rounds of A B C.
+    """Time several models on one random batch, interleaved: warm-up, then rounds A B C, C B A.
 
     Models are put in eval mode, moved to the device and switched to fused attention in place,
     so that the baseline and every variant use the same kernel. Count FLOPs before calling this,
     on the eager modules: `compile` wraps them here, after counting.
 
     Args:
-        models: name -> model; all take the same input. Order is the order within a round.
+        models: name -> model; all take the same input. Order is the order within even rounds;
+            odd rounds run it reversed, so that no model always goes first.
         input_size: (C, H, W); default from the first model's patch embedding.
         batch_size: images per forward pass, or 'auto': the largest in timm's decay sequence from
             the device's schedule (1024 on CUDA, 8 on CPU) at which every model runs.
@@ -238,7 +264,13 @@ def time_interleaved(
         tf32: allow TF32 matmuls on CUDA (torch's default is off; timm benchmark.py turns it on).
         threads: CPU threads (default: every core this process may use; on a machine shared with
             other jobs, 1 is often faster and steadier: OpenMP threads stall on a busy core).
-        warmup, rounds, iters: override the device's `Schedule`.
+        warmup, iters: override the device's `Schedule`.
+        rounds: exactly this many rounds; None (default): adaptive. The schedule's `min_rounds`
+            run first, then rounds are added until every speedup against `reference` has a
+            relative CI half-width <= `target_ci`, or `time_cap_s` or `max_rounds` is reached.
+        reference: the model speedups are taken against (default: the first).
+        target_ci, time_cap_s, max_rounds: the adaptive stopping rule; the caps default to the
+            device's `Schedule`. Ignored when `rounds` is given.
         progress: called with a short status line before each stage.
 
     Returns:
@@ -247,12 +279,21 @@ def time_interleaved(
     dev, amp = resolve_device(device), resolve_dtype(dtype)
     sched = SCHEDULES["cuda" if dev.type == "cuda" else "cpu"]
     warmup = sched.warmup if warmup is None else warmup
-    rounds = sched.rounds if rounds is None else rounds
     iters = sched.iters if iters is None else iters
+    max_rounds = sched.max_rounds if max_rounds is None else max_rounds
+    time_cap_s = sched.time_cap_s if time_cap_s is None else time_cap_s
     check_counts(rounds=rounds, iters=iters, warmup=warmup)
+    if max_rounds < 1 or not target_ci > 0 or not time_cap_s >= 0:
+        raise ConfigError("max_rounds must be >= 1, target_ci > 0 and time_cap_s >= 0; got "
+                          f"{max_rounds}, {target_ci}, {time_cap_s}")  # fmt: skip
+    adaptive = rounds is None
+    min_rounds = rounds if rounds is not None else min(sched.min_rounds, max_rounds)
     batch = parse_batch_size(batch_size)
     if not models:
         raise ConfigError("no models to time")
+    reference = next(iter(models)) if reference is None else reference
+    if reference not in models:
+        raise ConfigError(f"reference {reference!r} is not one of the models: {', '.join(models)}")
     threads = threads or _all_cores()
     size = input_size or input_size_of(next(iter(models.values())))
     report = progress or (lambda _msg: None)
@@ -284,15 +325,38 @@ def time_interleaved(
                 m(x)
         _sync(dev)
         times: dict[str, list[float]] = {name: [] for name in runs}
-        for r in range(rounds):
-            report(f"round {r + 1}/{rounds}")
-            for name, m in runs.items():
+        names = list(runs)
+
+        def one_round(r: int) -> float:
+            """Time every model once, in reverse order in odd rounds; returns the seconds taken."""
+            for name in names if r % 2 == 0 else names[::-1]:
+                m = runs[name]
                 _sync(dev)
                 t0 = time.perf_counter()
                 for _ in range(iters):
                     m(x)
                 _sync(dev)
                 times[name].append((time.perf_counter() - t0) * 1e3 / iters)
+            return sum(times[name][-1] for name in names) * iters / 1e3
+
+        spent = 0.0
+        for r in range(min_rounds):
+            report(f"round {r + 1}/{min_rounds}" + (" (minimum)" if adaptive else ""))
+            spent += one_round(r)
+        done = min_rounds
+        while adaptive and done < max_rounds and spent < time_cap_s:
+            widest = widest_interval(times, reference)
+            if widest <= target_ci:  # as needs_more_rounds, without bootstrapping twice
+                break
+            # after the check's numpy work the next model ran 2-20% slower (tiny ViT, CPU): an
+            # untimed pass of the model that closed the last round (and opens the next) absorbs it
+            runs[names[-1] if done % 2 else names[0]](x)
+            for _ in range(min(max(1, done // 10), max_rounds - done)):  # grow ~10% per check
+                report(f"round {done + 1} (adaptive, widest interval ±{widest:.0%})")
+                spent += one_round(done)
+                done += 1
+                if spent >= time_cap_s:
+                    break
 
     common: dict[str, Any] = {
         "batch_size": batch,
@@ -304,7 +368,7 @@ def time_interleaved(
         "torch_version": torch.__version__,
         "threads": threads,
         "warmup": warmup,
-        "rounds": rounds,
+        "rounds": done,
         "iters": iters,
     }
     out = {}
@@ -325,8 +389,3 @@ def time_interleaved(
 def measure_throughput(model: nn.Module, **kwargs: Any) -> Timing:
     """Time one model; keyword arguments as `time_interleaved`."""
     return time_interleaved({"model": model}, **kwargs)["model"]
-
-
-def paired_speedup(baseline: Timing, other: Timing) -> float:
-    """Median over rounds of baseline latency / other latency (same-round pairs cancel drift)."""
-    return float(np.median(np.divide(baseline.round_ms, other.round_ms)))
