@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench import files
 from tlbench.data import ImageSet, iter_batches, normalize
 from tlbench.errors import ConfigError, TLBenchError
 
@@ -92,12 +93,26 @@ def _save_partial(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sche
                   shift_gen: torch.Generator, config: dict, losses: list[float], step: int,
                   seconds: float) -> None:  # fmt: skip
     """Everything needed to continue bit-identically: weights, optimizer, schedule, RNG states."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "shift_rng": shift_gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "config": config, "losses": losses,
-                "step": step, "seconds": seconds}, tmp)  # fmt: skip
-    os.replace(tmp, path)
+    files.save_torch({"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": sched.state_dict(), "shift_rng": shift_gen.get_state(),
+                      "torch_rng": torch.get_rng_state(), "config": config, "losses": losses,
+                      "step": step, "seconds": seconds}, path)  # fmt: skip
+
+
+def _load(path: Path | None, device: torch.device, weights_only: bool = True) -> dict | None:
+    """A checkpoint we wrote, or None when absent or unreadable (zero bytes, foreign, truncated).
+
+    Our own writes are atomic, so an unreadable file was damaged from outside: training again is
+    the safe answer, and the next save replaces it.
+    """
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=weights_only)
+    except Exception:  # torch raises many types for a damaged file (EOFError, RuntimeError, ...)
+        warnings.warn(f"ignoring unreadable checkpoint {path}; training again", stacklevel=3)
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def _index_stream(n: int, count: int, seed: int) -> np.ndarray:
@@ -167,8 +182,8 @@ def train(
     model.to(device)
     config = _config(steps, batch_size, lr, weight_decay, warmup_frac, seed, data, model)
     path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and path.is_file():
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = _load(path, device)
+    if ckpt is not None:
         if ckpt.get("finished") and ckpt.get("config") == config:
             try:
                 model.load_state_dict(ckpt["state_dict"])
@@ -189,8 +204,8 @@ def train(
     losses: list[float] = []
     done, spent = 0, 0.0  # steps and seconds before this call (resumed from a partial save)
     partial = _partial_path(path) if path is not None else None
-    if partial is not None and partial.is_file():
-        state = torch.load(partial, map_location=device, weights_only=False)
+    state = _load(partial, device, weights_only=False)  # RNG states and the optimizer: not tensors only
+    if state is not None:
         if state.get("config") == config:
             model.load_state_dict(state["state_dict"])
             opt.load_state_dict(state["optimizer"])
@@ -236,20 +251,17 @@ def train(
 
 
 def is_finished(path: str | Path) -> bool:
-    """Whether `path` holds a finished training checkpoint (any recipe)."""
-    path = Path(path)
-    return path.is_file() and bool(
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("finished")
-    )
+    """Whether `path` holds a readable, finished training checkpoint (any recipe)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # train() says it once, when it retrains
+        ckpt = _load(Path(path), torch.device("cpu"))
+    return bool(ckpt and ckpt.get("finished"))
 
 
 def _save(path: Path, model: nn.Module, config: dict, result: TrainResult) -> None:
     """Write the checkpoint atomically (tmp file + rename), so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"state_dict": state, "finished": True, "config": config, **asdict(result)}, tmp)
-    os.replace(tmp, path)
+    files.save_torch({"state_dict": state, "finished": True, "config": config, **asdict(result)}, path)
 
 
 @functools.cache
@@ -279,24 +291,35 @@ def flops_floor_seconds(macs_per_image: float, steps: int, batch_size: int, devi
 
 
 def measure_step_seconds(
-    model: nn.Module, data: ImageSet, batch_size: int, device: str | torch.device = "cpu"
+    model: nn.Module,
+    data: ImageSet,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    *,
+    min_steps: int = 3,
+    min_seconds: float = 2.0,
+    max_steps: int = 8,
+    give_up_s: float | None = None,
 ) -> float:
-    """Seconds per training step at `batch_size`, measured with lr 0 so the weights do not change.
+    """Median seconds per training step at the real batch size, after one warm-up step.
 
-    One warm-up step and one to three timed steps at batch 2 first; if that projects to under 5 s at the full
-    batch, one warm-up and one or two timed steps at the full batch, else the linear projection
-    (big models are compute-bound, so it is close; small ones are overhead-bound, so it is not).
+    Measured at `batch_size`, never projected from a smaller batch: a fixed overhead or one slow
+    step on a busy machine, multiplied by the batch ratio, once made a 3-minute run look like an
+    hour. At least `min_steps` timed steps, more (up to `max_steps`) until `min_seconds` of them;
+    the median shrugs off a step stalled by another process. The steps use lr 0, so the weights
+    do not change. If the warm-up step alone takes over `give_up_s`, it is returned at once (the
+    run is hopeless against its budget and needs no precise figure).
     """
     device = torch.device(device)
     was_training = model.training
     probe = model.to(device).train()
     img_size, in_chans = input_shape(probe)
     opt = torch.optim.AdamW(probe.parameters(), lr=0.0)  # lr 0: a real step that changes nothing
+    idx = np.arange(batch_size) % len(data)
+    x, y = next(iter_batches(data, idx, batch_size, img_size=img_size, in_chans=in_chans))
+    x, y = x.to(device), y.to(device) % _num_outputs(probe)
 
-    def timed(b: int) -> float:
-        idx = np.arange(b) % len(data)
-        x, y = next(iter_batches(data, idx, b, img_size=img_size, in_chans=in_chans))
-        x, y = x.to(device), y.to(device) % _num_outputs(probe)
+    def timed() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -310,23 +333,16 @@ def measure_step_seconds(
         return time.perf_counter() - t0
 
     try:
-        return _measure(timed, batch_size)
+        warmup = timed()  # one-time allocations and kernel choices: often 2x a later step
+        if give_up_s is not None and warmup > give_up_s:
+            return warmup
+        times: list[float] = []
+        while len(times) < min_steps or (sum(times) < min_seconds and len(times) < max_steps):
+            times.append(timed())
+        return float(np.median(times))
     finally:
+        opt.zero_grad(set_to_none=True)
         probe.train(was_training)
-
-
-def _measure(timed: Callable[[int], float], batch_size: int) -> float:
-    small = min(batch_size, 2)
-    timed(small)  # warm-up
-    t_small = timed(small)
-    if t_small < 0.5:  # cheap: take the best of three, since other processes may share the cores
-        t_small = min(t_small, timed(small), timed(small))
-    projected = t_small * batch_size / small
-    if small == batch_size or projected > 5.0:
-        return projected
-    timed(batch_size)  # warm-up at the full batch
-    first = timed(batch_size)
-    return first if first > 1.0 else min(first, timed(batch_size))
 
 
 def _num_outputs(model: nn.Module) -> int:

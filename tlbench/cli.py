@@ -171,7 +171,8 @@ def bench(
     ),
     compile_: bool = typer.Option(False, "--compile", help="Time torch.compile'd models."),
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda or cuda:N."),
-    rounds: int | None = typer.Option(None, help="Timed rounds (default: CPU 5, CUDA 10)."),
+    rounds: int | None = typer.Option(None, help="Timed rounds (default: adaptive: at least 5 on a CPU, 10 on CUDA, more until every speedup's 95% interval is within ±5% or --time-cap is spent)."),
+    time_cap: float | None = typer.Option(None, "--time-cap", help="Seconds of adaptive timing at most (default 60)."),
     threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
@@ -186,7 +187,8 @@ def bench(
         with err_console.status("benchmarking") as status:
             records = bench_variants(
                 model, pos, toks, batch_size=batch_size, dtype=dtype, compile=compile_,
-                device=device, rounds=rounds, threads=threads, progress=status.update,
+                device=device, rounds=rounds, threads=threads, time_cap_s=time_cap,
+                progress=status.update,
             )  # fmt: skip
     r0 = records[0]
     table = Table(
@@ -194,16 +196,19 @@ def bench(
         f"{r0['dtype']}, batch {r0['batch_size']}, {r0['rounds']} rounds"
         + (", compiled" if r0["compiled"] else ""),
         caption="ms/batch: median over rounds ± half the p10–p90 spread. speedup: median per-round "
-        "ratio to this run's baseline. FLOPs×: baseline GFLOPs / variant GFLOPs. "
-        "eff. = speedup / FLOPs×.",
+        "ratio to this run's baseline, with its 95% bootstrap interval; 'unreliable' when the "
+        "interval is wider than ±10% (a busy machine: rerun, or use --threads 1). "
+        "FLOPs×: baseline GFLOPs / variant GFLOPs. eff. = speedup / FLOPs×.",
     )
-    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "FLOPs×", "eff."):
+    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff."):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for r in records:
         spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
+        ci = f"{r['speedup_low']:.2f}–{r['speedup_high']:.2f}"
         table.add_row(
             r["variant"], _fmt(r["block_index"]), f"{r['images_per_s']:.4g}",
             f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
+            ci if r["speedup_reliable"] or r["variant"] == "baseline" else f"{ci} unreliable",
             f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}",
         )  # fmt: skip
     emit_records(records, fmt, table)
@@ -218,12 +223,15 @@ def sweep(
     device: str | None = typer.Option(None, help="Device for speed and quality: auto, cpu, cuda."),
     set_: list[str] = typer.Option([], "--set", help="Override any key: --set quality.steps=100 (TOML value)."),
     out: Path = typer.Option(Path("results"), help="Results root; the run goes to OUT/NAME/RUN_ID/."),
-    resume: Path | None = typer.Option(None, help="Finish this run directory (no row is duplicated)."),
+    resume: Path | None = typer.Option(None, help="Finish this run directory (no row is duplicated; failed and skipped units run again)."),
 ) -> None:
-    """Run the placement study: compute, speed and quality per variant, then the figures."""
-    with user_errors():
-        if resume is not None and (config or model or positions or tokens or device or set_):
-            raise ConfigError("--resume takes the run's own config; drop the other sweep options")
+    """Run the placement study: compute, speed and quality per variant, then the figures.
+
+    Exit code 0 when every unit ran or was skipped (with a reason), 1 when a unit failed (one line
+    each; the rest of the run is kept), 2 on bad input, 130 when interrupted (resume it).
+    """
+    bar = SweepProgress()
+    with user_errors(), _interruptible(bar):
         overrides = list(set_)
         if model:
             overrides.append(f'model.name="{model}"')
@@ -236,24 +244,53 @@ def sweep(
             overrides += [f'speed.device="{device}"', f'quality.device="{device}"']
         from tlbench.config import load_sweep
 
-        cfg = load_sweep(config, overrides)
-        if model and config is None and cfg.name == "default":
+        given = resume is None or bool(config or overrides)  # --resume alone: the run's own config
+        cfg = load_sweep(config, overrides) if given else None
+        if cfg is not None and model and config is None and cfg.name == "default":
             from dataclasses import replace
 
             cfg = replace(cfg, name=model)
         from tlbench.sweep import run_sweep
 
-        with SweepProgress() as bar:
+        with bar:
             result = run_sweep(cfg, out, resume=resume, progress=bar.event)
-        from tlbench.results import load_results
+        from tlbench.results import load_results, read_units
 
-        df = load_results(result.run_dir)
+        df, units = load_results(result.run_dir), read_units(result.run_dir)
     for line in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
-    Console(width=max(console.width, 120)).print(summary_table(df))  # readable when piped too
+    Console(width=max(console.width, 120)).print(summary_table(df, units))  # readable when piped too
     console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv", soft_wrap=True)
     if result.figures:
         console.print(f"figures: {result.run_dir / 'figures'}/ ({len(result.figures)} files)")
+    for line in result.failed:
+        err_console.print(f"[bold red]failed:[/] {line}", highlight=False, soft_wrap=True)
+    if result.failed:
+        err_console.print(f"{len(result.failed)} unit(s) failed; the others' results are kept. "
+                          f"Retry them with: tlbench sweep --resume {result.run_dir}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(code=1)
+
+
+@contextlib.contextmanager
+def _interruptible(bar: SweepProgress) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: stop the workers, keep what is written, one line, exit 130."""
+    import signal
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        bar.stop()
+        where = f" --resume {bar.run_dir}" if bar.run_dir else ""
+        err_console.print(f"interrupted: finished units are kept; continue with: tlbench sweep{where}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+        raise typer.Exit(code=130) from None
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class SweepProgress:
@@ -273,6 +310,7 @@ class SweepProgress:
                                  console=err_console, transient=False)  # fmt: skip
         self.main: Any = None
         self.training: dict[str, Any] = {}
+        self.run_dir: Path | None = None
 
     def __enter__(self) -> SweepProgress:
         self.progress.__enter__()
@@ -281,9 +319,13 @@ class SweepProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
+    def stop(self) -> None:
+        self.progress.stop()
+
     def event(self, event: str, **info: Any) -> None:
         p = self.progress
         if event == "plan":
+            self.run_dir = info["run_dir"]
             self.main = p.add_task("variants × stages", total=info["total"], info=str(info["run_dir"]))
         elif event == "unit" and self.main is not None:
             p.advance(self.main, info.get("advance", 1))
@@ -291,8 +333,9 @@ class SweepProgress:
                 p.remove_task(self.training.pop(info["variant"]))
         elif event == "status" and self.main is not None:
             p.update(self.main, info=info["text"])
-        elif event == "skip" and self.main is not None:
-            p.update(self.main, info=f"skipped {info.get('stage')} {info.get('variant', '')}")
+        elif event in ("skip", "fail") and self.main is not None:
+            what = "skipped" if event == "skip" else "FAILED"
+            p.update(self.main, info=f"{what} {info.get('stage')} {info.get('variant', '')}")
         elif event == "train":
             name = info["variant"]
             if name not in self.training:
@@ -300,11 +343,11 @@ class SweepProgress:
             p.update(self.training[name], completed=info["step"], info=f"loss {info['loss']:.3f}")
 
 
-def summary_table(df: Any) -> Table:
+def summary_table(df: Any, units: dict | None = None) -> Table:
     """One row per variant: compute, speed and the mean few-shot accuracy per probe set."""
     from tlbench.results import summary
 
-    frame = summary(df)
+    frame = summary(df, units=units)
     table = Table(title="tlbench sweep summary")
     for col in frame.columns:
         table.add_column(str(col), justify="left" if col == "variant" else "right")
@@ -331,9 +374,9 @@ def plot(
     """Render the paper-style figures (PNG + PDF) from a run's results table."""
     with user_errors():
         from tlbench.plots import plot_results
-        from tlbench.results import load_results
+        from tlbench.results import load_results, not_done
 
-        written = plot_results(load_results(run_dir), out or run_dir / "figures")
+        written = plot_results(load_results(run_dir), out or run_dir / "figures", not_done(run_dir))
     for path in written:
         console.print(str(path))
     if not written:
@@ -374,6 +417,45 @@ def check(
             table.add_row(*r, style=style.get(r[2]))
         Console(width=max(console.width, 140)).print(table)
     if not passed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def compare(
+    run: Path = typer.Argument(..., help="A run directory, e.g. a fresh `tlbench sweep`."),
+    reference: Path = typer.Argument(..., help="The run it must reproduce, e.g. the committed one."),
+    acc_tol: float | None = typer.Option(None, help="Largest accepted difference of a mean few-shot accuracy (fraction; default 0.05)."),
+    fmt: str = typer.Option("table", "--format", help="table or markdown."),
+) -> None:
+    """Does RUN reproduce REFERENCE? Compute must be equal, mean accuracies within --acc-tol, and
+    every unit of the reference present; exit 1 if not. Speed and timings are not compared."""
+    with user_errors():
+        if fmt not in ("table", "markdown"):
+            raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
+        from tlbench.check import ACC_TOL, compare_runs, passed
+
+        findings = compare_runs(run, reference, acc_tol=ACC_TOL if acc_tol is None else acc_tol)
+    ok = passed(findings)
+    bad = [f for f in findings if f.status not in ("ok", "extra")]
+    heads = ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
+    rows = [(f.variant, f.stage, f.metric, f.dataset or "", _fmt(f.shots), f.status,
+             _fmt(f.value, "{:.4g}"), _fmt(f.reference_value, "{:.4g}"), f.note) for f in bad]  # fmt: skip
+    verdict = "reproduced" if ok else "DIFFERS"
+    title = f"{run} vs {reference}: {verdict} ({len(findings)} checks, {len(bad)} not ok)"
+    if fmt == "markdown":
+        print(f"### tlbench compare: {title}\n")
+        if rows:
+            print("| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
+            for r in rows:
+                print("| " + " | ".join(r) + " |")
+    else:
+        table = Table(title=title)
+        for h in heads:
+            table.add_column(h)
+        for r in rows:
+            table.add_row(*r, style="red" if r[5] in ("differs", "missing") else None)
+        Console(width=max(console.width, 140)).print(table if rows else title)
+    if not ok:
         raise typer.Exit(code=1)
 
 

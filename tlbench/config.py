@@ -7,6 +7,7 @@ spells them out. Unknown keys, wrong types and bad values raise ConfigError nami
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import types
 import typing
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tlbench.errors import ConfigError
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a sweep's name is a folder under --out
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,7 +56,8 @@ class SpeedConfig:
     batch_size: int | str = "auto"  # 'auto': largest that fits on CUDA; 8 on CPU
     dtype: str = "float32"  # or bfloat16 / float16 (autocast)
     compile: bool = False
-    rounds: int | None = None  # None: the device's default
+    rounds: int | None = None  # None: adaptive, until every speedup interval is tight or time is up
+    time_cap_s: float | None = None  # adaptive rounds stop after this much timing (None: 60 s)
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,13 @@ class QualityConfig:
     l2_reg: float = 1024.0  # 2**10, big_vision's
     device: str = "auto"
     budget_s: float | None = 900.0  # skip a variant whose estimated cost is above this
-    workers: int = 2  # variants trained in parallel processes (threads split between them)
+    workers: int | str = "auto"  # parallel training processes on a CPU; auto: cores // threads
+    # CPU threads per training process. Fixed, not "all cores": the thread count changes float
+    # rounding, so a study trained with 1 thread per process gives the same numbers on any machine
+    # (and on CUDA it does not matter). None: the cores split between the workers.
+    threads: int | None = 1
     init_reference: bool = True  # also probe the features before training
+    save_every_s: float = 60.0  # partial training checkpoint interval (0: every step)
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,23 @@ def from_dict(data: dict[str, Any], where: str = "config") -> SweepConfig:
 
 def to_dict(config: SweepConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+def config_diff(old: SweepConfig, new: SweepConfig) -> list[str]:
+    """'section.key: old -> new' for every key that differs (what a --resume would change)."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    a, b = flat(to_dict(old)), flat(to_dict(new))
+    return [f"{k}: {_show(a[k])} -> {_show(b[k])}" for k in a if a[k] != b[k]]
+
+
+def _show(value: Any) -> str:
+    return str(list(value)) if isinstance(value, tuple) else repr(value)
 
 
 def _parse_value(raw: str) -> Any:
@@ -188,6 +214,8 @@ def _validate(config: Any, where: str, prefix: str) -> None:
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{where}: {prefix}{key} {why}")
 
+    if isinstance(config, SweepConfig) and not NAME.fullmatch(config.name):
+        raise bad("name", f"must be letters, digits, '.', '_' or '-' (it names a folder), got {config.name!r}")
     if isinstance(config, GridConfig):
         if isinstance(config.positions, str) and config.positions != "all":
             raise bad("positions", f"must be a list of numbers or 'all', got {config.positions!r}")
@@ -206,13 +234,28 @@ def _validate(config: Any, where: str, prefix: str) -> None:
         if config.dtype not in ("float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be float32, bfloat16 or float16, got {config.dtype!r}")
     if isinstance(config, QualityConfig):
-        for key in ("steps", "batch_size", "seeds", "workers"):
+        for key in ("steps", "batch_size", "seeds"):
             if getattr(config, key) < (0 if key == "steps" else 1):
                 raise bad(key, f"must be {'>= 0' if key == 'steps' else 'positive'}")
+        if config.workers != "auto" and (isinstance(config.workers, str) or config.workers < 1):
+            raise bad("workers", f"must be a positive integer or 'auto', got {config.workers!r}")
+        if config.threads is not None and config.threads < 1:
+            raise bad("threads", f"must be a positive integer, got {config.threads}")
         if not config.shots or min(config.shots) < 1:
             raise bad("shots", "must be positive integers")
         if not config.probe_data:
             raise bad("probe_data", "needs at least one dataset")
+        if not config.l2_reg > 0 or config.l2_reg == float("inf"):
+            raise bad("l2_reg", f"must be a positive number, got {config.l2_reg}")
+        if not config.lr > 0 or config.lr == float("inf"):
+            raise bad("lr", f"must be a positive number, got {config.lr}")
+        if not config.save_every_s >= 0:
+            raise bad("save_every_s", f"must be >= 0, got {config.save_every_s}")
+    if isinstance(config, SpeedConfig):
+        if config.rounds is not None and config.rounds < 1:
+            raise bad("rounds", f"must be >= 1, got {config.rounds}")
+        if config.time_cap_s is not None and not config.time_cap_s > 0:
+            raise bad("time_cap_s", f"must be positive, got {config.time_cap_s}")
     for key in ("device",):
         dev = getattr(config, key, None)
         if dev is not None and dev not in ("auto", "cpu", "cuda") and not dev.startswith("cuda:"):

@@ -212,14 +212,18 @@ def iter_variant_flops(variants: list[Variant], img_size: int | None = None) -> 
     info = model_info(variants[0].model, img_size)
     models = build_sharing(variants, img_size)
     for v in variants:
-        model = models[v.name]
-        rep = count_flops(model, info.img_size, info.in_chans)
-        yield VariantFlops(
-            model=info.name, variant=v.name, position=v.position, block_index=v.block_index,
-            num_tokens=v.num_tokens, img_size=info.img_size[0], gflops=rep.gflops,
-            gflops_analytic=analytic_flops(info, v) / 1e9, params_m=rep.params_m,
-            zero_ops=tuple(sorted(rep.zero_ops)),
-        )  # fmt: skip
+        yield variant_flops(info, v, models[v.name])
+
+
+def variant_flops(info: ModelInfo, variant: Variant, model: nn.Module) -> VariantFlops:
+    """fvcore and analytic count of one built variant (a sweep counts each on its own)."""
+    rep = count_flops(model, info.img_size, info.in_chans)
+    return VariantFlops(
+        model=info.name, variant=variant.name, position=variant.position,
+        block_index=variant.block_index, num_tokens=variant.num_tokens, img_size=info.img_size[0],
+        gflops=rep.gflops, gflops_analytic=analytic_flops(info, variant) / 1e9,
+        params_m=rep.params_m, zero_ops=tuple(sorted(rep.zero_ops)),
+    )  # fmt: skip
 
 
 def flopcounter_macs(model: nn.Module, img_size: int | None = None, in_chans: int = 3) -> int:

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from tlbench import files
+
 BASE_COLOR = "0.25"
 RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "axes.titleweight": "bold"}
 
@@ -26,8 +28,8 @@ def _style() -> None:
 
 
 def _metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of one metric; accuracy only after training (stage 'quality', not 'quality_init')."""
-    rows = df[df["metric"] == metric]
+    """Rows of one metric with a finite value; accuracy only after training (stage 'quality')."""
+    rows = df[(df["metric"] == metric) & np.isfinite(df["value"].astype("float64"))]
     return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
 
 
@@ -155,17 +157,25 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     sp = sp[sp["variant"] != "baseline"].copy()
     sp["flops_speedup"] = flops["baseline"] / sp["variant"].map(flops)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    hi = max(sp["flops_speedup"].max(), sp["value"].max()) * 1.1
+    top = sp["ci_high"] if "ci_high" in sp and sp["ci_high"].notna().any() else sp["value"]
+    hi = max(sp["flops_speedup"].max(), sp["value"].max(), top.max()) * 1.1
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.plot([1, hi], [1, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
     palette = _token_palette(list(sp["num_tokens"].dropna().unique()))
     for _, r in sp.iterrows():
-        ax.plot(r["flops_speedup"], r["value"], "o", color=palette[int(r["num_tokens"])])
+        c, shaky = palette[int(r["num_tokens"])], not _reliable(r)
+        lo, hi_ci = r.get("ci_low"), r.get("ci_high")
+        if pd.notna(lo) and pd.notna(hi_ci):
+            ax.errorbar(r["flops_speedup"], r["value"], lw=0, elinewidth=1, capsize=2, color=c,
+                        yerr=[[max(r["value"] - lo, 0)], [max(hi_ci - r["value"], 0)]])  # fmt: skip
+        ax.plot(r["flops_speedup"], r["value"], "o", color=c, mfc="white" if shaky else c)
         ax.annotate(f"p={r['position']:.3g}", (r["flops_speedup"], r["value"]),
                     textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
     for s_tok, c in palette.items():
         ax.plot([], [], "o", color=c, label=f"{s_tok} tokens")
+    if "ci_low" in sp and sp["ci_low"].notna().any():
+        ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI > ±10%)")
     dev = sp["device"].dropna().unique()
     ax.set_xlabel("FLOP-implied speedup (×)")
     ax.set_ylabel("measured speedup (×)")
@@ -182,6 +192,12 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     ax.legend(frameon=False, fontsize=8)
     sns.despine(fig)
     return fig
+
+
+def _reliable(row: pd.Series) -> bool:
+    """A speedup is unreliable when its run said so; rows from before intervals count as reliable."""
+    flag = row.get("reliable")
+    return flag is None or (isinstance(flag, float) and np.isnan(flag)) or flag in (True, "True", 1)
 
 
 def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -203,16 +219,32 @@ FIGURES = {
 }
 
 
-def plot_results(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Render every figure the table has data for into out_dir (PNG + PDF); return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+# Which figures a missing unit of each stage leaves incomplete: they say so in a footnote.
+AFFECTED = {
+    "compute": ("gflops_vs_position", "accuracy_vs_gflops", "speedup_vs_flops"),
+    "speed": ("speedup_vs_flops",),
+    "quality": ("accuracy_vs_position", "accuracy_vs_gflops"),
+}
+
+
+def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str, str, str]] | None = None) -> list[Path]:
+    """Render every figure the table has data for into out_dir (PNG + PDF); return the paths.
+
+    `missing` lists (stage, variant, why) for units that were skipped or failed: each figure they
+    leave incomplete says so under its axes, so a figure with two points never passes for a study.
+    """
+    out_dir = files.make_dir(out_dir)  # a file in the way or no permission: one-line error
     _style()
     written = []
     for name, make in FIGURES.items():
         fig = make(df)
         if fig is None:
             continue
+        notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing or ()
+                 if name in AFFECTED.get(stage, ())]  # fmt: skip
+        if notes:
+            fig.text(0.01, -0.02, "Not shown: " + "; ".join(notes), fontsize=7, color="tab:red",
+                     ha="left", va="top", wrap=True)  # fmt: skip
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}.{ext}"
             fig.savefig(path, bbox_inches="tight")

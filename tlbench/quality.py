@@ -43,7 +43,7 @@ from tlbench.fewshot import (
     support_union,
 )
 from tlbench.flops import analytic_flops
-from tlbench.models import Variant, build_model, make_variant, model_info
+from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info
 
 TRAIN_DATA = "mnist"
 PROBE_DATA = ("digits", "mnist")
@@ -80,7 +80,8 @@ class ProbeResult:
     variant: Variant
     records: tuple[ProbeRecord, ...]
     train: TrainResult | None
-    estimate_s: float
+    estimate_s: float  # the whole stage: training + feature extraction
+    train_estimate_s: float  # training alone: compare with train.train_s
 
 
 def probe_features(
@@ -165,6 +166,8 @@ def run_probe_variant(
     callback: ProgressFn | None = None,
     status: Callable[[str], None] | None = None,
     budget_option: str = "--budget",
+    step_seconds: float | None = None,
+    save_every_s: float = 60.0,
 ) -> ProbeResult:
     """Train one variant on `train_data` for `steps` steps, then few-shot probe its frozen features.
 
@@ -184,6 +187,9 @@ def run_probe_variant(
         callback: training progress, (step, steps, loss).
         status: one-line phase messages (the estimate first), for a CLI to show.
         budget_option: how the caller's user raises the budget, named in the skip message.
+        step_seconds: seconds per training step, if the caller measured it (a sweep measures one
+            model and scales by FLOPs); None: measured here at the real batch size.
+        save_every_s: partial checkpoint interval while training (0: every step).
 
     Returns:
         ProbeResult with one record per (stage, dataset, shots, seed).
@@ -201,10 +207,8 @@ def run_probe_variant(
     if checkpoint_dir is not None and steps:
         ckpt = Path(checkpoint_dir) / checkpoint_name(variant, train_data, steps, seed, init)
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
-    # A FLOP lower bound first: instant, so hopeless runs are skipped before anything is built.
-    floor = flops_floor_seconds(analytic_flops(info, variant), todo, batch_size, device)
-    what = f"{variant.model} {variant.name} ({todo} training steps + probe on {device})"
-    check_budget(floor, budget_s, f"{what}, from its FLOPs at this device's matmul peak,", budget_option)
+    floor_check(variant, info, todo, batch_size, device, budget_s, budget_option)
+    what = _what(variant, todo, device)
     size = info.img_size[0]
     probes = [load_splits(spec, img_size=size, download=download) for spec in probe_data]
     for tr, _ in probes:
@@ -222,7 +226,12 @@ def run_probe_variant(
 
     # Estimate: measured step time x steps (0 if a finished checkpoint exists), plus feature
     # extraction at ~1/3 of a training step per image (forward only).
-    step_s = measure_step_seconds(model, train_set or probes[0][0], batch_size, device)
+    if step_seconds is None:
+        hopeless = budget_s / max(todo, 1) * 10 if budget_s and budget_s > 0 else None
+        step_s = measure_step_seconds(model, train_set or probes[0][0], batch_size, device,
+                                      give_up_s=hopeless)  # fmt: skip
+    else:
+        step_s = step_seconds
     images = sum(len(support_union(tr.labels, shots, seeds)) + len(te) for tr, te in probes)
     passes = 1 + (init_reference and steps > 0)
     estimate = todo * step_s + passes * images * step_s / batch_size / 3
@@ -250,6 +259,7 @@ def run_probe_variant(
             checkpoint_path=ckpt,
             callback=callback,
             num_workers=workers,
+            save_every_s=save_every_s,
         )
     say("probing the trained features" if steps else "probing the features")
     stages.append(("trained" if steps else "init", probe_features(model.to(device), probes, **kw)))
@@ -271,7 +281,62 @@ def run_probe_variant(
         for stage, recs in stages
         for r in recs
     )
-    return ProbeResult(variant, records, result, float(estimate))
+    return ProbeResult(variant, records, result, float(estimate), float(todo * step_s))
+
+
+def _what(variant: Variant, steps: int, device: str) -> str:
+    return f"{variant.model} {variant.name} ({steps} training steps + probe on {device})"
+
+
+def floor_check(variant: Variant, info: ModelInfo, steps: int, batch_size: int, device: str,
+                budget_s: float | None, budget_option: str = "--budget") -> None:  # fmt: skip
+    """BudgetExceeded if even a FLOP lower bound on training is over the budget.
+
+    Instant (no model is built), so a hopeless run, ViT-B/16 training on a CPU, is refused in a
+    second with the estimate and how to run it anyway.
+    """
+    floor = flops_floor_seconds(analytic_flops(info, variant), steps, batch_size, device)
+    what = f"{_what(variant, steps, device)}, from its FLOPs at this device's matmul peak,"
+    check_budget(floor, budget_s, what, budget_option)
+
+
+def step_seconds_by_flops(
+    variants: Sequence[Variant],
+    *,
+    train_data: str,
+    batch_size: int,
+    device: str,
+    img_size: int | None = None,
+    give_up_s: float | None = None,
+) -> dict[str, float]:
+    """Seconds per training step of each variant of one model, from two measured ones.
+
+    Measuring every variant in its own worker, at a small batch, once projected a 3-minute run to
+    an hour on a busy machine. Here the most and the least expensive variant are measured at the
+    real batch (median of several steps), and the others are placed on the line between them by
+    their FLOPs: a step costs a fixed overhead plus a part proportional to FLOPs. Weights do not
+    matter for timing, so the models are built without pretrained weights.
+    """
+    info = model_info(variants[0].model, img_size)
+    flops = {v.name: analytic_flops(info, v) for v in variants}
+    hi = max(variants, key=lambda v: flops[v.name])
+    lo = min(variants, key=lambda v: flops[v.name])
+    data = load_splits(train_data, img_size=info.img_size[0])[0]
+
+    def measure(v: Variant) -> float:
+        torch.manual_seed(0)
+        model = build_model(v, img_size=img_size, num_classes=data.num_classes)
+        return measure_step_seconds(model, data, batch_size, device, give_up_s=give_up_s)
+
+    t_hi = measure(hi)
+    proportional = {v.name: t_hi * flops[v.name] / flops[hi.name] for v in variants}
+    if flops[lo.name] == flops[hi.name] or (give_up_s is not None and t_hi > give_up_s):
+        return proportional
+    t_lo = measure(lo)
+    if t_lo >= t_hi:  # noise from other processes swamped the difference: FLOPs alone
+        return proportional
+    slope = (t_hi - t_lo) / (flops[hi.name] - flops[lo.name])
+    return {v.name: t_lo + slope * (flops[v.name] - flops[lo.name]) for v in variants}
 
 
 def summary_rows(result: ProbeResult) -> list[dict]:

@@ -1,28 +1,30 @@
 """The placement study: expand a SweepConfig into variants and run compute, speed and quality,
-appending rows as each unit finishes so that a killed run resumes where it stopped."""
+unit by unit, recording each unit as it finishes so that a killed run resumes where it stopped.
+
+A unit is (model, variant, stage). Its rows are appended to rows.jsonl, then its outcome to the
+run's ledger (results.UNITS): done, skipped with the reason, or failed with the error and a log
+file holding the traceback. A failing unit never takes the others down: the figures are drawn
+from what exists and the caller gets one line per failed unit. One process works on a run at a
+time (files.RunLock), and `--resume` retries every unit that is not done.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-import platform
-import re
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench import results
-from tlbench.config import SweepConfig, from_dict, to_dict
-from tlbench.errors import ConfigError, ResultsError, TLBenchError
+from tlbench import files, results
+from tlbench.config import SweepConfig, config_diff, from_dict
+from tlbench.errors import ConfigError, TLBenchError
+from tlbench.manifest import manifest_for, run_id
 from tlbench.models import Variant, make_variants
+from tlbench.workers import Failure, WorkerPool, send
 
-Progress = Callable[..., None]  # progress(event, **info); events: plan, unit, skip, train, status
+Progress = Callable[..., None]  # progress(event, **info); events: plan, unit, skip, fail, train, status
 STAGES = ("compute", "speed", "quality")
 
 
@@ -30,6 +32,7 @@ STAGES = ("compute", "speed", "quality")
 class SweepResult:
     run_dir: Path
     skipped: tuple[str, ...]  # one line per skipped unit, with the reason
+    failed: tuple[str, ...]  # one line per failed unit: error, message, log file
     figures: tuple[Path, ...]
 
 
@@ -41,8 +44,14 @@ def expand(config: SweepConfig) -> list[Variant]:
                          fuser=g.fuser, img_size=m.img_size)  # fmt: skip
 
 
+def stored_config(run_dir: str | Path) -> SweepConfig:
+    """The config a run was made with, from its manifest."""
+    path = Path(run_dir) / results.MANIFEST
+    return from_dict(results.read_manifest(Path(run_dir))["config"], str(path))
+
+
 def run_sweep(
-    config: SweepConfig,
+    config: SweepConfig | None,
     out: str | Path = "results",
     *,
     resume: str | Path | None = None,
@@ -51,153 +60,276 @@ def run_sweep(
     """Run (or resume) a sweep; rows land in `<out>/<name>/<run_id>/rows.jsonl`.
 
     Args:
-        config: the sweep; ignored when resuming (the run's manifest holds the config).
+        config: the sweep. When resuming: None, or a config equal to the run's own (anything
+            that differs is refused, naming the keys: one run is one experiment).
         out: results root.
-        resume: an existing run directory to finish without duplicating rows.
+        resume: an existing run directory to finish; units not done (missing, cut short by a
+            kill, skipped or failed) run again, and no row is duplicated.
         progress: optional callback, progress(event: str, **info).
     """
     emit = progress or (lambda event, **info: None)
     if resume is not None:
         run_dir = Path(resume)
-        manifest = results.read_manifest(run_dir)
-        try:
-            config = from_dict(manifest["config"], f"{run_dir / results.MANIFEST}")
-        except KeyError:
-            raise ResultsError(f"{run_dir / results.MANIFEST}: no 'config' entry") from None
-        if results.repair_tail(run_dir):
-            emit("status", text="dropped a truncated last row (the run was killed mid-write)")
-        results.read_rows(run_dir)  # a corrupt middle line stops here, naming file:line
+        stored = stored_config(run_dir)
+        diff = config_diff(stored, config) if config is not None else []
+        if diff:
+            raise ConfigError(f"--resume {run_dir}: the run was made with other settings "
+                              f"({'; '.join(diff)}); start a new run for these")  # fmt: skip
+        config = stored
+    elif config is None:
+        raise ConfigError("no sweep config given, and no run to resume")
+    check_inputs(config)
     variants = expand(config)
     if resume is None:
-        run_dir = Path(out) / config.name / run_id(config)
+        run_dir = files.inside(out, config.name, run_id(config))
         if run_dir.exists():
             raise ConfigError(f"run directory {run_dir} exists already; use --resume {run_dir}")
-        results.write_manifest(run_dir, manifest_for(config, variants, run_dir.name))
+        files.make_dir(run_dir)
+    with files.RunLock(run_dir):
+        if resume is None:
+            results.write_manifest(run_dir, manifest_for(config, variants, run_dir.name))
+        else:
+            if results.repair_tail(run_dir):
+                emit("status", text="dropped a truncated last row (the run was killed mid-write)")
+            results.read_rows(run_dir)  # a corrupt middle line stops here, naming file:line
+            if dropped := results.drop_unfinished(run_dir):
+                emit("status", text=f"dropped {dropped} rows of units a kill cut short; redoing them")
+        return _run(config, variants, run_dir, emit)
+
+
+def check_inputs(config: SweepConfig) -> None:
+    """Refuse in one line, before any work, what would only fail later (a missing data folder)."""
+    from tlbench.data import check_spec
+
+    q = config.quality
+    if q.enabled:
+        for spec in ([q.train_data] if q.steps else []) + list(q.probe_data):
+            check_spec(spec)
+
+
+def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Progress) -> SweepResult:
     done = results.done_units(run_dir)
     stages = [s for s in STAGES if getattr(config, s).enabled]
     emit("plan", total=len(stages) * len(variants), run_dir=run_dir)
     todo = {s: [v for v in variants if (v.model, v.name, s) not in done] for s in stages}
     emit("unit", advance=sum(len(variants) - len(todo[s]) for s in stages))
-    skipped: list[str] = []
-
+    book = Book(run_dir, emit)
     if todo.get("compute"):
-        _compute(config, todo["compute"], run_dir, emit)
+        _compute(config, todo["compute"], book)
     if todo.get("speed"):
-        _speed(config, variants, todo["speed"], run_dir, emit, skipped)
+        _speed(config, variants, todo["speed"], book)
     if todo.get("quality"):
-        skipped += _quality(config, todo["quality"], run_dir, emit)
+        _quality(config, todo["quality"], book)
+    figures = draw(run_dir, book)
+    return SweepResult(run_dir, tuple(book.skipped), tuple(book.failed), figures)
 
-    figures: tuple[Path, ...] = ()
+
+class Book:
+    """Records each unit's outcome (rows, then its ledger line), reports progress, and keeps the
+    lines the caller prints for skipped and failed units."""
+
+    def __init__(self, run_dir: Path, emit: Progress) -> None:
+        self.run_dir, self.emit = run_dir, emit
+        self.skipped: list[str] = []
+        self.failed: list[str] = []
+
+    def done(self, v: Variant, stage: str, rows: list[dict[str, Any]]) -> None:
+        results.append_rows(self.run_dir, rows)
+        results.record_unit(self.run_dir, v.model, v.name, stage, "done", rows=len(rows))
+        self.emit("unit", advance=1, stage=stage, variant=v.name)
+
+    def skip(self, v: Variant, stage: str, reason: str) -> None:
+        results.record_unit(self.run_dir, v.model, v.name, stage, "skipped", reason=reason)
+        self.skipped.append(f"{stage} {v.name}: {reason}")
+        self.emit("skip", stage=stage, variant=v.name, reason=reason)
+        self.emit("unit", advance=1, stage=stage, variant=v.name)
+
+    def fail(self, vs: Sequence[Variant], stage: str, failure: Failure) -> None:
+        for v in vs:
+            log = files.inside(self.run_dir, "logs", f"{stage}-{v.name}.log")
+            files.write_text(log, failure.traceback or failure.line() + "\n")
+            results.record_unit(self.run_dir, v.model, v.name, stage, "failed", error=failure.error,
+                                reason=failure.line(), log=log.relative_to(self.run_dir).as_posix())  # fmt: skip
+            self.failed.append(f"{stage} {v.name}: {failure.line()} (traceback: {log})")
+            self.emit("fail", stage=stage, variant=v.name, reason=failure.line())
+            self.emit("unit", advance=1, stage=stage, variant=v.name)
+
+    def status(self, text: str) -> None:
+        self.emit("status", text=text)
+
+
+def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
+    """The run's figures from its rows, each noting the units it lacks. Inside a sweep (`book`
+    given) a plotting error is logged as a failure of its own, never the end of the run."""
+    from tlbench.plots import plot_results
+
     df = results.load_results(run_dir)
-    if not df.empty:
-        from tlbench.plots import plot_results
-
-        figures = tuple(plot_results(df, run_dir / "figures"))
-    return SweepResult(run_dir, tuple(skipped), figures)
-
-
-def _compute(config: SweepConfig, todo: list[Variant], run_dir: Path, emit: Progress) -> None:
-    from tlbench.flops import iter_variant_flops
-
-    emit("status", text=f"compute: {len(todo)} variants")
-    for v, r in zip(todo, iter_variant_flops(todo, config.model.img_size), strict=True):
-        rows = [results.make_row(v, "compute", m, getattr(r, m))
-                for m in ("gflops", "gflops_analytic", "params_m")]  # fmt: skip
-        results.append_rows(run_dir, rows)
-        emit("unit", advance=1, stage="compute", variant=v.name)
+    if df.empty:
+        return ()
+    try:
+        return tuple(plot_results(df, run_dir / "figures", results.not_done(run_dir)))
+    except Exception as e:
+        if book is None:
+            raise
+        failure = Failure.of(e)
+        log = run_dir / "logs" / "figures.log"
+        files.write_text(log, failure.traceback)
+        book.failed.append(f"figures: {failure.line()} (traceback: {log})")
+        return ()
 
 
-def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], run_dir: Path,
-           emit: Progress, skipped: list[str]) -> None:  # fmt: skip
+def _compute(config: SweepConfig, todo: list[Variant], book: Book) -> None:
+    from tlbench.flops import variant_flops
+    from tlbench.models import build_sharing, model_info
+
+    book.status(f"compute: {len(todo)} variants")
+    try:
+        info = model_info(config.model.name, config.model.img_size)
+        models = build_sharing(todo, config.model.img_size)
+    except Exception as e:
+        book.fail(todo, "compute", Failure.of(e))
+        return
+    for v in todo:
+        try:
+            r = variant_flops(info, v, models[v.name])
+        except Exception as e:
+            book.fail([v], "compute", Failure.of(e))
+            continue
+        book.done(v, "compute", [results.make_row(v, "compute", m, getattr(r, m))
+                                 for m in ("gflops", "gflops_analytic", "params_m")])  # fmt: skip
+
+
+def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], book: Book) -> None:
     """Time the variants interleaved; the baseline is always timed with them, for the speedup."""
     from tlbench.models import build_sharing
-    from tlbench.throughput import paired_speedup, time_interleaved
+    from tlbench.throughput import Speedup, speedup_interval, time_interleaved
 
     s, m = config.speed, config.model
     timed = [v for v in variants if v.is_baseline or v in todo]
-    emit("status", text=f"speed: building {len(timed)} models")
-    models = build_sharing(timed, m.img_size)
+    book.status(f"speed: building {len(timed)} models")
     try:
+        models = build_sharing(timed, m.img_size)
         timings = time_interleaved(
             models, batch_size=s.batch_size, device=s.device, dtype=s.dtype, compile=s.compile,
-            rounds=s.rounds, progress=lambda text: emit("status", text=f"speed: {text}"),
+            rounds=s.rounds, time_cap_s=s.time_cap_s,
+            reference="baseline" if "baseline" in models else None,
+            progress=lambda text: book.status(f"speed: {text}"),
         )  # fmt: skip
-    except TLBenchError as e:
-        skipped.append(f"speed: {e}")
-        emit("skip", stage="speed", reason=str(e))
+    except TLBenchError as e:  # e.g. out of memory even at batch 1: nothing to time here
+        for v in todo:
+            book.skip(v, "speed", str(e))
+        return
+    except Exception as e:
+        book.fail(todo, "speed", Failure.of(e))
         return
     base = timings.get("baseline")
-    rows = []
     for v in todo:
         t = timings[v.name]
         extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype)
-        rows += [results.make_row(v, "speed", "throughput", t.images_per_s, **extra),
-                 results.make_row(v, "speed", "latency_ms", t.latency_ms, **extra)]  # fmt: skip
-        if base is not None:
-            rows.append(results.make_row(v, "speed", "speedup", paired_speedup(base, t), **extra))
-    results.append_rows(run_dir, rows)
-    emit("unit", advance=len(todo), stage="speed")
+        rows = [results.make_row(v, "speed", "throughput", t.images_per_s, **extra),
+                results.make_row(v, "speed", "latency_ms", t.latency_ms, **extra,
+                                 ci_low=t.latency_ms_p10, ci_high=t.latency_ms_p90)]  # fmt: skip
+        if base is not None:  # the baseline against itself is 1 exactly, not a measurement
+            sp = Speedup(1.0, 1.0, 1.0, t.rounds, True) if v.is_baseline else speedup_interval(base, t)
+            rows.append(results.make_row(v, "speed", "speedup", sp.value, **extra, ci_low=sp.low,
+                                         ci_high=sp.high, reliable=sp.reliable))  # fmt: skip
+        book.done(v, "speed", rows)
 
 
-def _quality(config: SweepConfig, todo: list[Variant], run_dir: Path, emit: Progress) -> list[str]:
+def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     """Train + probe each variant; with workers > 1, in spawned processes splitting the cores.
 
-    The most expensive variants go first (longest-processing-time order balances the workers).
-    Each finished variant's rows are appended by this process, so a kill loses only those in flight.
+    The cost is estimated once, here, for the whole stage: variants that cannot fit the budget
+    even at the matmul peak are skipped before anything is built; then two variants are timed at
+    the real batch with the threads a worker will have, and the others placed between them by
+    FLOPs (quality.step_seconds_by_flops). The most expensive variants go first (longest-
+    processing-time order balances the workers).
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tlbench.flops import analytic_flops
-    from tlbench.models import model_info
-    from tlbench.throughput import resolve_device
-
-    device = str(resolve_device(config.quality.device))
-    info = model_info(config.model.name, config.model.img_size)
-    order = sorted(todo, key=lambda v: -analytic_flops(info, v))
-    workers = 1 if device.startswith("cuda") else min(config.quality.workers, len(order))
-    skipped: list[str] = []
-
-    def finish(v: Variant, rows: list[dict[str, Any]], skip: str | None) -> None:
-        if skip:
-            skipped.append(skip)
-            emit("skip", stage="quality", variant=v.name, reason=skip)
-        results.append_rows(run_dir, rows)
-        emit("unit", advance=1, stage="quality", variant=v.name)
-
-    if workers == 1:
-        for v in order:
-            emit("status", text=f"quality {v.name}")
-            report = functools.partial(emit, "train", variant=v.name)
-            finish(v, *quality_unit(v, config, run_dir, device, None, report))
-        return skipped
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")  # fork after torch has run threads can deadlock
-    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        events = manager.Queue()
-        listener = threading.Thread(target=_relay, args=(events, emit), daemon=True)
-        listener.start()
-        futures = {pool.submit(_quality_worker, v, config, run_dir, device, threads, events): v
-                   for v in order}  # fmt: skip
-        emit("status", text=f"quality: {len(order)} variants on {workers} workers x {threads} threads")
-        try:
-            for fut in as_completed(futures):
-                finish(futures[fut], *fut.result())
-        finally:
-            events.put(None)
-            listener.join(timeout=5)
-    return skipped
-
-
-def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, threads: int | None,
-                 report: Callable[..., None]) -> tuple[list[dict[str, Any]], str | None]:  # fmt: skip
-    """One variant's quality stage -> (rows, None), or ([], one-line reason) when it cannot run."""
     import torch
 
+    from tlbench.adapt import BudgetExceeded
+    from tlbench.flops import analytic_flops
+    from tlbench.models import model_info
+    from tlbench.quality import floor_check
+    from tlbench.throughput import resolve_device
+
+    q, m = config.quality, config.model
+    try:
+        device = str(resolve_device(q.device))
+        info = model_info(m.name, m.img_size)
+    except Exception as e:
+        book.fail(todo, "quality", Failure.of(e))
+        return
+    order = sorted(todo, key=lambda v: -analytic_flops(info, v))
+    workers, threads = plan_workers(q.workers, q.threads, len(order), device)
+    runnable = []
+    for v in order:
+        try:
+            floor_check(v, info, q.steps, q.batch_size, device, q.budget_s, BUDGET_OPTION)
+            runnable.append(v)
+        except BudgetExceeded as e:
+            book.skip(v, "quality", str(e))
+    if not runnable:
+        return
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the recipe's thread count: float rounding depends on it
+    try:
+        _train_and_probe(config, runnable, book, device, workers, threads)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_and_probe(config: SweepConfig, runnable: list[Variant], book: Book, device: str,
+                     workers: int, threads: int) -> None:  # fmt: skip
+    from tlbench.quality import step_seconds_by_flops
+
+    q, m = config.quality, config.model
+    book.status(f"quality: timing training steps ({threads} thread(s)) for the cost estimate")
+    hopeless = q.budget_s / max(q.steps, 1) * 10 if q.budget_s and q.budget_s > 0 else None
+    try:
+        step_s = step_seconds_by_flops(
+            runnable, train_data=q.train_data if q.steps else q.probe_data[0],
+            batch_size=q.batch_size, device=device, img_size=m.img_size, give_up_s=hopeless,
+        )  # fmt: skip
+    except Exception as e:
+        book.fail(runnable, "quality", Failure.of(e))
+        return
+
+    def finish(v: Variant, out: list[dict[str, Any]] | str | Failure) -> None:
+        if isinstance(out, Failure):
+            book.fail([v], "quality", out)
+        elif isinstance(out, str):
+            book.skip(v, "quality", out)
+        else:
+            book.done(v, "quality", out)
+
+    if workers == 1:
+        for v in runnable:
+            book.status(f"quality {v.name}")
+            report = functools.partial(book.emit, "train", variant=v.name)
+            try:
+                out = quality_unit(v, config, book.run_dir, device, step_s[v.name], report)
+            except Exception as e:
+                out = Failure.of(e)
+            finish(v, out)
+        return
+    book.status(f"quality: {len(runnable)} variants on {workers} workers x {threads} threads")
+    task = functools.partial(_quality_task, config=config, run_dir=book.run_dir, device=device,
+                             step_s=step_s)  # fmt: skip
+    with WorkerPool(workers, threads, functools.partial(book.emit, "train")) as pool:
+        for v, out in pool.run(task, runnable):
+            finish(v, out)
+
+
+BUDGET_OPTION = "--set quality.budget_s"  # how a sweep's user raises the budget
+
+
+def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, step_s: float | None,
+                 report: Callable[..., None]) -> list[dict[str, Any]] | str:  # fmt: skip
+    """One variant's quality stage -> its rows, or the one-line reason it is over budget."""
+    from tlbench.adapt import BudgetExceeded
     from tlbench.quality import run_probe_variant
 
-    if threads:
-        torch.set_num_threads(threads)
     q, m = config.quality, config.model
     try:
         res = run_probe_variant(
@@ -205,12 +337,12 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, th
             batch_size=q.batch_size, lr=q.lr, shots=q.shots, seeds=q.seeds, l2_reg=q.l2_reg,
             device=device, pretrained=m.pretrained, checkpoint_path=m.checkpoint,
             img_size=m.img_size, budget_s=q.budget_s, init_reference=q.init_reference,
-            checkpoint_dir=run_dir / "checkpoints", seed=config.seed,
-            budget_option="--set quality.budget_s",
+            checkpoint_dir=run_dir / "checkpoints", seed=config.seed, budget_option=BUDGET_OPTION,
+            step_seconds=step_s, save_every_s=q.save_every_s,
             callback=lambda step, steps, loss: report(step=step, steps=steps, loss=loss),
         )  # fmt: skip
-    except TLBenchError as e:
-        return [], f"quality {v.name}: {e}"
+    except BudgetExceeded as e:
+        return str(e)
     rows = [
         # "quality_init" is the reference before training; with 0 steps the probe IS the quality
         results.make_row(v, "quality_init" if r.stage == "init" and res.train else "quality", "fewshot_acc",
@@ -220,74 +352,34 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, th
     if res.train is not None:
         extra = dict(dataset=q.train_data, batch_size=q.batch_size, device=device, seed=config.seed)
         rows += [results.make_row(v, "quality", "adapt_loss", res.train.final_loss, **extra),
-                 results.make_row(v, "quality", "adapt_seconds", res.train.train_s, **extra)]  # fmt: skip
-    return rows, None
+                 results.make_row(v, "quality", "adapt_seconds", res.train.train_s, **extra),
+                 results.make_row(v, "quality", "estimate_seconds", res.train_estimate_s, **extra)]  # fmt: skip
+    return rows
 
 
-def _quality_worker(v: Variant, config: SweepConfig, run_dir: Path, device: str, threads: int,
-                    events: Any) -> tuple[list[dict[str, Any]], str | None]:  # fmt: skip
+def _quality_task(v: Variant, *, config: SweepConfig, run_dir: Path, device: str,
+                  step_s: dict[str, float]) -> list[dict[str, Any]] | str:  # fmt: skip
+    """quality_unit in a worker process; progress goes to the parent every 5th step."""
+
     def report(**info: Any) -> None:
         if info.get("step", 0) % 5 == 0 or info.get("step") == info.get("steps"):
-            events.put({"variant": v.name, **info})  # every 5th step: the queue is a pipe
+            send(variant=v.name, **info)
 
-    return quality_unit(v, config, run_dir, device, threads, report)
-
-
-def _relay(events: Any, emit: Progress) -> None:
-    while (item := events.get()) is not None:
-        emit("train", **item)
+    return quality_unit(v, config, run_dir, device, step_s.get(v.name), report)
 
 
-def run_id(config: SweepConfig) -> str:
-    """YYYYmmdd-HHMMSS-<device>: the environment is part of the name (as timm's result files)."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(device_label(config.speed.device))}"
+def plan_workers(workers: int | str, threads: int | None, units: int, device: str) -> tuple[int, int]:
+    """(processes, CPU threads each) for the quality stage: one process on CUDA; on a CPU, 'auto'
+    fills the cores with `threads`-thread processes, never more processes than units."""
+    cores = _cores()
+    if device.startswith("cuda"):
+        return 1, threads or cores
+    n = max(1, cores // (threads or 1)) if workers == "auto" else int(workers)
+    n = max(1, min(n, units))
+    return n, threads or max(1, cores // n)
 
 
-def device_label(device: str) -> str:
-    import torch
-
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return "cpu"
-
-
-def manifest_for(config: SweepConfig, variants: list[Variant], rid: str) -> dict[str, Any]:
-    """Everything needed to reproduce the run: resolved config, versions, git SHA, device."""
-    import fvcore
-    import timm
-    import torch
-
-    import tlbench
-
-    return {
-        "run_id": rid,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": to_dict(config),
-        "variants": [dict(dataclasses.asdict(v), name=v.name) for v in variants],
-        "versions": {
-            "tlbench": tlbench.__version__, "torch": torch.__version__, "timm": timm.__version__,
-            "fvcore": getattr(fvcore, "__version__", "unknown"), "python": platform.python_version(),
-        },  # fmt: skip
-        "git_sha": git_sha(),
-        "device": {"name": device_label(config.speed.device), "cpu": platform.processor() or platform.machine(),
-                   "cores": os.cpu_count(), "cuda": torch.cuda.is_available()},  # fmt: skip
-        "argv": sys.argv,
-    }
-
-
-def git_sha() -> str | None:
-    """The checkout's commit, if tlbench runs from one (+ '-dirty' with uncommitted changes)."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha + ("-dirty" if dirty else "")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:24] or "device"
-
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # respects taskset and container CPU sets
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

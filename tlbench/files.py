@@ -1,0 +1,122 @@
+"""Every write of a run goes through here: parents created, whole files atomic, appends synced.
+
+One place owns the file-system rules so that no writer can forget one (the 60-second partial
+checkpoint once crashed because it wrote into a `checkpoints/` folder nobody had created yet):
+- `write_text`, `save_torch`: temp file in the same folder + rename, so a reader never sees half a
+  file and a kill never leaves one;
+- `append_text`: one write + flush + fsync, so a kill cuts at most the last line;
+- `RunLock`: one process per run directory (a second `--resume` of the same run refuses);
+- `inside`: names from config files that become paths must stay under their root.
+Every OSError becomes a one-line ConfigError naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tlbench.errors import ConfigError
+
+
+@contextlib.contextmanager
+def _os_errors(what: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise ConfigError(f"cannot {what} {path}: {e.strerror or e}") from None
+
+
+def make_dir(path: str | Path) -> Path:
+    """Create `path` and its parents (a file in the way, or no permission: ConfigError)."""
+    path = Path(path)
+    with _os_errors("create the directory", path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    make_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: two writers never share
+    with _os_errors("write", path):
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Replace `path` with `text` atomically (temp file + rename), creating its folder."""
+    _atomic(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save `obj` to `path` atomically, creating its folder (checkpoints)."""
+    import torch
+
+    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append `text` in one write, then flush and fsync: a kill cuts at most the last line."""
+    path = Path(path)
+    make_dir(path.parent)
+    with _os_errors("append to", path), open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def inside(root: str | Path, *parts: str) -> Path:
+    """root/parts..., refused with ConfigError unless it stays under root (no '..', no absolute)."""
+    root = Path(root)
+    path = root.joinpath(*parts)
+    base = os.path.abspath(root)
+    if os.path.commonpath([base, os.path.abspath(path)]) != base:
+        raise ConfigError(f"{'/'.join(parts)!r} would write outside {root}")
+    return path
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the lifetime of one sweep process.
+
+    flock on `<run>/.lock`: released by the kernel when the process dies however it dies, so a
+    killed run never leaves a stale lock behind. A second process refuses in one line.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self._file: Any = None
+
+    def __enter__(self) -> RunLock:
+        make_dir(self.path.parent)
+        with _os_errors("lock", self.path):
+            f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until __exit__)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows): no lock, as before
+            self._file = f
+            return self
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(
+                f"{self.path.parent} is in use by {holder}; wait for it to finish (or stop it)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"tlbench pid {os.getpid()}")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing releases the flock
+            self._file = None
