@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -97,7 +98,8 @@ def record_unit(run_dir: Path, model: str, variant: str, stage: str, status: str
     """Append one unit's outcome to the ledger (after its rows): done, skipped or failed."""
     if status not in STATUSES:
         raise ValueError(f"unknown unit status {status!r}")
-    line = {"model": model, "variant": variant, "stage": stage, "status": status, **info}
+    line = {"model": model, "variant": variant, "stage": stage, "status": status, **info,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
     files.append_text(Path(run_dir) / UNITS, json.dumps(line) + "\n")
 
 
