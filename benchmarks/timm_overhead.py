@@ -23,7 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (autocast)")
     p.add_argument("--batch-size", default="auto", help="int, or 'auto' (CPU 8; CUDA search)")
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds (CPU 5, CUDA 10)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="timed rounds (default: adaptive, until the ratio's 95%% interval is ±5%%)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
     return p.parse_args(argv)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         from tlbench.models import build_model, make_variant
-        from tlbench.throughput import paired_speedup, time_interleaved
+        from tlbench.throughput import speedup_interval, time_interleaved
 
         ours = build_model(make_variant(args.model))
         name = ours.tl_variant.model
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             compile=args.compile,
             rounds=args.rounds,
             threads=args.threads,
+            reference="timm",
         )
     except TLBenchError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -73,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{label:<8} {tm.images_per_s:>9.2f} {tm.latency_ms:>10.1f} "
             f"{tm.latency_ms_p10:>9.1f} {tm.latency_ms_p90:>9.1f}"
         )
-    ratio = paired_speedup(timings["timm"], timings["tlbench"])
-    print(f"ratio timm ms / tlbench ms (median over rounds): {ratio:.3f}x")
+    r = speedup_interval(timings["timm"], timings["tlbench"])
+    shaky = "" if r.reliable else " (unreliable: interval wider than ±10%; rerun on a quieter machine)"
+    print(f"ratio timm ms / tlbench ms (median over rounds): {r.value:.3f}x, "
+          f"95% CI {r.low:.3f}-{r.high:.3f}{shaky}")
     return 0
 
 

@@ -183,3 +183,14 @@ def test_a_killed_training_resumes_bit_identically(tmp_path: Path) -> None:
     assert steps_seen == [4, 5, 6] and not (tmp_path / "run.pt.partial").exists()
     for (name, a), b in zip(clean.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_damaged_checkpoint_is_ignored_and_training_runs(toy: ImageSet, tmp_path: Path) -> None:
+    """Our writes are atomic, so a zero-byte file was damaged from outside: train again."""
+    path = tmp_path / "ckpt.pt"
+    path.write_bytes(b"")
+    (tmp_path / "ckpt.pt.partial").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable checkpoint"):
+        result = train(tiny(), toy, steps=2, batch_size=8, checkpoint_path=path)
+    assert not result.loaded and math.isfinite(result.final_loss)
+    assert torch.load(path, weights_only=True)["finished"]

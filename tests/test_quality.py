@@ -114,3 +114,11 @@ def test_hopeless_budget_is_refused_from_flops_before_building(monkeypatch) -> N
     monkeypatch.setattr(tlbench.quality, "build_model", no_build)
     with pytest.raises(BudgetExceeded, match=r"from its FLOPs.*--budget 0"):
         run_probe("vit_b16", 0.25, 8, steps=400, budget_s=60, device="cpu")
+
+
+@pytest.mark.parametrize("lam", ["-1", "0", "nan"])
+def test_cli_refuses_a_ridge_lambda_that_is_not_positive(lam: str) -> None:
+    result = CliRunner().invoke(app, ["probe", "-m", "tiny", "--steps", "0", "--l2-reg", lam,
+                                      "--probe-data", "digits", "--shots", "1"])  # fmt: skip
+    assert result.exit_code == 2 and "must be a positive number" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1

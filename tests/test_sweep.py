@@ -188,12 +188,12 @@ def test_partial_saves_inside_a_sweep_create_their_folder(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_the_built_in_study_path_saves_partials_in_its_workers(tmp_path: Path) -> None:
-    """The built-in study's own quality path (vit_cpu12, 2 spawned workers), saving every step."""
+    """The built-in study's own quality path (its model, 2 spawned workers), saving every step."""
     cfg = load_sweep(None, ["quality.save_every_s=0", "quality.steps=3", "quality.batch_size=16",
                             "quality.shots=[1]", "quality.seeds=1", "speed.enabled=false",
                             "compute.enabled=false", "grid.positions=[0.5]",
                             "quality.workers=2"])  # fmt: skip  (auto is 2 on the 2-core class)
-    assert cfg.model.name == "vit_cpu12" and cfg.quality.threads == 1
+    assert cfg.model.name == "vit_cpu6" and cfg.quality.threads == 1
     res = run_sweep(cfg, tmp_path)
     assert not res.failed and not res.skipped
     df = load_results(res.run_dir)
@@ -407,7 +407,7 @@ def _ledger_lines(out: Path) -> list[str]:
         (SMOKE, ["quality.steps=60", "grid.positions=[0.0, 1.0]"]),
         (None, ["quality.steps=20", "grid.positions=[0.0, 0.5]", "quality.shots=[1]", "quality.seeds=1"]),
     ],
-    ids=["tiny", "vit_cpu12"],
+    ids=["tiny", "built-in"],
 )
 def test_the_cost_estimate_is_within_2x_of_the_training_time(sweep: Path | None, overrides: list[str],
                                                              tmp_path: Path) -> None:  # fmt: skip

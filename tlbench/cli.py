@@ -182,6 +182,8 @@ def bench(
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be >= 1; got {threads}")
+        if time_cap is not None and not time_cap > 0:
+            raise ConfigError(f"--time-cap must be a positive number of seconds; got {time_cap}")
         from tlbench.bench import bench_variants
 
         with err_console.status("benchmarking") as status:
@@ -313,19 +315,20 @@ class SweepProgress:
         self.run_dir: Path | None = None
 
     def __enter__(self) -> SweepProgress:
-        self.progress.__enter__()
-        return self
+        return self  # the display starts with the plan: an early one-line error prints alone
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        self.stop()
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.main is not None:
+            self.progress.stop()
 
     def event(self, event: str, **info: Any) -> None:
         p = self.progress
         if event == "plan":
             self.run_dir = info["run_dir"]
+            p.start()
             self.main = p.add_task("variants × stages", total=info["total"], info=str(info["run_dir"]))
         elif event == "unit" and self.main is not None:
             p.advance(self.main, info.get("advance", 1))

@@ -27,7 +27,7 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "vit_cpu8"  # alias or timm ViT name
+    name: str = "vit_cpu6"  # alias or timm ViT name
     img_size: int | None = None  # None: the model's own
     pretrained: bool = False  # timm weights for the backbone (TokenLearner always starts fresh)
     checkpoint: str | None = None  # a local timm checkpoint instead of the hub
@@ -65,7 +65,7 @@ class QualityConfig:
     enabled: bool = True
     train_data: str = "mnist"  # pre-training set: built-in, folder:PATH, or cifar10:ROOT ...
     probe_data: tuple[str, ...] = ("digits", "mnist")  # transfer probe + in-domain held-out probe
-    steps: int = 400  # the paper's shape on vit_cpu8 in ~4 min on 2 cores (results/README.md)
+    steps: int = 400  # x 128 images: the built-in study in ~4 min on 2 cores (results/README.md)
     batch_size: int = 128
     lr: float = 3e-3
     shots: tuple[int, ...] = (1, 5, 10, 25)  # big_vision's

@@ -59,16 +59,16 @@ CUSTOM_MODELS: dict[str, dict[str, Any]] = {
     # jax init + 2-D sin-cos pos-embed init: with timm's default init they stay on a plateau for
     # hundreds of steps (shared/reference/cpu-demo-feasibility.md). Width 48, not 64: at the same
     # training budget the features are better and a step costs 0.7x (results/README.md).
-    # vit_cpu8 is the built-in study's model; vit_cpu12 has B/16's depth (p = 1/4 is block 3).
-    "vit_cpu8": dict(img_size=32, patch_size=4, embed_dim=48, depth=8, num_heads=2, mlp_ratio=2.0,
+    # vit_cpu6 is the built-in study's model; vit_cpu12 has B/16's depth (p = 1/4 is block 3).
+    "vit_cpu6": dict(img_size=32, patch_size=4, embed_dim=48, depth=6, num_heads=2, mlp_ratio=2.0,
                      class_token=False, weight_init="jax"),  # fmt: skip
     "vit_cpu12": dict(img_size=32, patch_size=4, embed_dim=48, depth=12, num_heads=2,
                       mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
 }
-SINCOS_INIT = {"vit_cpu8", "vit_cpu12"}
+SINCOS_INIT = {"vit_cpu6", "vit_cpu12"}
 DESCRIPTIONS = {
     "tiny": "test model: 32 px, patch 8, width 64, depth 4, 2 heads",
-    "vit_cpu8": "CPU-sized depth-8 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
+    "vit_cpu6": "CPU-sized depth-6 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
     "vit_cpu12": "CPU-sized depth-12 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
 }
 

@@ -198,6 +198,8 @@ def run_probe_variant(
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not shots or min(shots) < 1 or not seeds or steps < 0:
         raise ConfigError("shots must be positive, steps >= 0, and at least one seed is needed")
+    if l2_reg != "cv" and not (isinstance(l2_reg, (int, float)) and 0 < l2_reg < float("inf")):
+        raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {l2_reg!r}")
     parse_spec(train_data)  # an unknown name fails now, even when steps == 0
     info = model_info(variant.model, img_size)
     init = (
