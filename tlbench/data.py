@@ -122,12 +122,21 @@ def _mnist() -> tuple[torch.Tensor, np.ndarray]:
 
 @functools.cache
 def _digits() -> tuple[torch.Tensor, np.ndarray]:
-    from sklearn.datasets import load_digits
+    import importlib.util
 
-    d = load_digits()
-    img = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8]
+    import pandas as pd
+
+    # The file sklearn.datasets.load_digits reads, read directly: importing sklearn costs ~2 s in
+    # every process that needs the digits (the sweep and each training worker).
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the built-in 'digits' set needs scikit-learn: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = pd.read_csv(path, header=None).to_numpy(dtype=np.float64)  # [1797, 64 pixels + label]
+    images = table[:, :-1].reshape(-1, 8, 8)  # values 0..16
+    img = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8]
     img = F.interpolate(img, size=(20, 20), mode="bilinear", align_corners=False).clamp(0, 1)
-    return F.pad(img, (6, 6, 6, 6)), d.target.astype(np.int64)  # [N, 1, 32, 32], MNIST-like box
+    return F.pad(img, (6, 6, 6, 6)), table[:, -1].astype(np.int64)  # [N, 1, 32, 32], MNIST-like box
 
 
 def stratified_split(

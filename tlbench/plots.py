@@ -159,9 +159,11 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     top = sp["ci_high"] if "ci_high" in sp and sp["ci_high"].notna().any() else sp["value"]
     hi = max(sp["flops_speedup"].max(), sp["value"].max(), top.max()) * 1.1
+    bottom = sp["ci_low"] if "ci_low" in sp and sp["ci_low"].notna().any() else sp["value"]
+    lo = min(0.95, sp["value"].min() / 1.05, bottom.min() / 1.05)  # a variant can be slower
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.plot([1, hi], [1, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
+    ax.plot([lo, hi], [lo, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
     palette = _token_palette(list(sp["num_tokens"].dropna().unique()))
     for _, r in sp.iterrows():
         c, shaky = palette[int(r["num_tokens"])], not _reliable(r)
@@ -174,18 +176,18 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
                     textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
     for s_tok, c in palette.items():
         ax.plot([], [], "o", color=c, label=f"{s_tok} tokens")
-    if "ci_low" in sp and sp["ci_low"].notna().any():
-        ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI > ±10%)")
+    if not all(_reliable(r) for _, r in sp.iterrows()):
+        ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
     dev = sp["device"].dropna().unique()
     ax.set_xlabel("FLOP-implied speedup (×)")
     ax.set_ylabel("measured speedup (×)")
-    ticks = [t for t in (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32) if t <= hi]
+    ticks = [t for t in (0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32) if lo <= t <= hi]
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
         axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.set_xlim(0.95, hi)
-    ax.set_ylim(0.95, hi)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
     where = f"{_model_title(df)} on {dev[0]}" if len(dev) else _model_title(df)
     ax.set_title(f"Wall-clock vs FLOPs — {where}", fontsize=9)
