@@ -65,8 +65,13 @@ def _failed(findings: list[RunFinding]) -> list[tuple[str, str, str, str]]:
 def test_an_identical_run_passes(tmp_path: Path, reference: Path) -> None:
     findings = compare_runs(_run(tmp_path / "run", _rows()), reference, acc_tol=0.0)
     assert passed(findings) and {f.status for f in findings} == {"ok"}
-    # compute 3 metrics + 2 quality stages x 2 shots, per variant; speed and adapt_* are not compared
-    assert len(findings) == 2 * (3 + 2 * 2)
+    # compute 3 metrics + 2 quality stages (mean over shots and seeds), per variant; speed and
+    # adapt_* are not compared
+    assert len(findings) == 2 * (3 + 2)
+    per_shots = compare_runs(
+        _run(tmp_path / "run2", _rows()), reference, acc_tol=0.0, per_shots=True
+    )
+    assert passed(per_shots) and len(per_shots) == 2 * (3 + 2 * 2)
     assert not {"throughput", "latency_ms", "adapt_seconds"} & {f.metric for f in findings}
 
 
@@ -79,7 +84,8 @@ def test_findings_are_sorted(tmp_path: Path, reference: Path) -> None:
 
 
 def test_the_quality_value_is_the_mean_over_seeds(tmp_path: Path, reference: Path) -> None:
-    findings = compare_runs(_run(tmp_path / "run", _rows()), reference, acc_tol=ACC_TOL)
+    run = _run(tmp_path / "run", _rows())
+    findings = compare_runs(run, reference, acc_tol=ACC_TOL, per_shots=True)
     acc = [f for f in findings if f.stage == "quality" and f.variant == "baseline"]
     assert [(f.dataset, f.shots) for f in acc] == [("digits", 1), ("digits", 5)]
     assert all(math.isclose(f.value, 0.5) and math.isclose(f.reference_value, 0.5) for f in acc)
@@ -128,7 +134,9 @@ def test_a_skipped_quality_unit_is_missing(tmp_path: Path, reference: Path) -> N
 
 def test_a_missing_value_inside_a_unit_is_missing(tmp_path: Path, reference: Path) -> None:
     rows = [r for r in _rows() if not (r["variant"] == "p0-s4" and r.get("shots") == 5)]
-    findings = compare_runs(_run(tmp_path / "run", rows), reference, acc_tol=ACC_TOL)
+    findings = compare_runs(
+        _run(tmp_path / "run", rows), reference, acc_tol=ACC_TOL, per_shots=True
+    )
     assert [(f.stage, f.shots, f.status) for f in findings if f.failed] == [
         ("quality", 5, "missing"), ("quality_init", 5, "missing")]  # fmt: skip
 
@@ -170,3 +178,14 @@ def test_not_a_run_is_a_results_error(tmp_path: Path, reference: Path, which: st
     with pytest.raises(ResultsError, match="not a tlbench run") as e:
         compare_runs(*args, acc_tol=ACC_TOL)
     assert "\n" not in str(e.value)
+
+
+def test_the_mean_over_shots_absorbs_one_noisy_cell(tmp_path: Path, reference: Path) -> None:
+    """Cross-machine noise moves single cells more than their mean; a real shift moves the mean."""
+    noisy = [dict(r, value=r["value"] + (1.5 * ACC_TOL if r.get("shots") == 1 else -ACC_TOL))
+             if r["metric"] == "fewshot_acc" else r for r in _rows()]  # fmt: skip
+    assert passed(compare_runs(_run(tmp_path / "noisy", noisy), reference, acc_tol=ACC_TOL))
+    assert not passed(compare_runs(tmp_path / "noisy", reference, acc_tol=ACC_TOL, per_shots=True))
+    shifted = [dict(r, value=r["value"] + 2 * ACC_TOL) if r["metric"] == "fewshot_acc" else r
+               for r in _rows()]  # fmt: skip
+    assert not passed(compare_runs(_run(tmp_path / "shifted", shifted), reference, acc_tol=ACC_TOL))

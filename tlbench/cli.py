@@ -427,7 +427,8 @@ def check(
 def compare(
     run: Path = typer.Argument(..., help="A run directory, e.g. a fresh `tlbench sweep`."),
     reference: Path = typer.Argument(..., help="The run it must reproduce, e.g. the committed one."),
-    acc_tol: float | None = typer.Option(None, help="Largest accepted difference of a mean few-shot accuracy (fraction; default 0.05)."),
+    acc_tol: float | None = typer.Option(None, help="Largest accepted difference of a variant's mean few-shot accuracy on a probe set (fraction; default: the measured cross-machine spread, results/README.md)."),
+    per_shots: bool = typer.Option(False, "--per-shots", help="Compare every shot count, not their mean (stricter; for runs on one machine kind)."),
     fmt: str = typer.Option("table", "--format", help="table or markdown."),
 ) -> None:
     """Does RUN reproduce REFERENCE? Compute must be equal, mean accuracies within --acc-tol, and
@@ -437,14 +438,18 @@ def compare(
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
         from tlbench.check import ACC_TOL, compare_runs, passed
 
-        findings = compare_runs(run, reference, acc_tol=ACC_TOL if acc_tol is None else acc_tol)
+        findings = compare_runs(run, reference, acc_tol=ACC_TOL if acc_tol is None else acc_tol,
+                                per_shots=per_shots)  # fmt: skip
     ok = passed(findings)
     bad = [f for f in findings if f.status not in ("ok", "extra")]
     heads = ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
     rows = [(f.variant, f.stage, f.metric, f.dataset or "", _fmt(f.shots), f.status,
              _fmt(f.value, "{:.4g}"), _fmt(f.reference_value, "{:.4g}"), f.note) for f in bad]  # fmt: skip
     verdict = "reproduced" if ok else "DIFFERS"
-    title = f"{run} vs {reference}: {verdict} ({len(findings)} checks, {len(bad)} not ok)"
+    compared = [f for f in findings if f.value is not None and f.reference_value is not None]
+    same = sum(f.value == f.reference_value for f in compared)  # bit-identical: same machine kind
+    title = (f"{run} vs {reference}: {verdict} ({len(findings)} checks, {len(bad)} not ok; "
+             f"{same} of {len(compared)} values bit-identical)")  # fmt: skip
     if fmt == "markdown":
         print(f"### tlbench compare: {title}\n")
         if rows:

@@ -66,6 +66,9 @@ def run_sweep(
         resume: an existing run directory to finish; units not done (missing, cut short by a
             kill, skipped or failed) run again, and no row is duplicated.
         progress: optional callback, progress(event: str, **info).
+
+    From a script, call it under `if __name__ == "__main__":`: on a CPU the training workers are
+    spawned processes, which import the main module again (notebooks need nothing).
     """
     emit = progress or (lambda event, **info: None)
     if resume is not None:
