@@ -35,9 +35,9 @@ def test_passes_when_nothing_changed(baseline: Path) -> None:
 
 
 def test_fails_when_the_tokenlearner_gets_more_expensive(baseline: Path, monkeypatch) -> None:
-    original = tlbench.models.insert_tokenlearner
-    monkeypatch.setattr(tlbench.models, "insert_tokenlearner",
-                        lambda model, variant, bottleneck_dim=64: original(model, variant, 1024))  # fmt: skip
+    from tlbench.reducers.tokenlearner import TokenLearnerReducer
+
+    monkeypatch.setattr(TokenLearnerReducer, "bottleneck_dim", 1024)
     result = runner.invoke(app, ["check", "--baseline", str(baseline), "--format", "markdown"])
     assert result.exit_code == 1, result.output
     assert "FAILED" in result.output and "| regressed |" in result.output

@@ -143,43 +143,26 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None,
     return FlopReport(sum(by_operator.values()) / 1e9, params / 1e6, by_operator, dict(unsupported))
 
 
-def analytic_flops(info: ModelInfo, variant: Variant, bottleneck_dim: int = 64, norms: bool = True) -> int:
-    """Closed-form MACs of a plain pre-norm ViT (+ TokenLearner) per image, fvcore conventions.
+def analytic_flops(info: ModelInfo, variant: Variant, norms: bool = True) -> int:
+    """Closed-form MACs of a plain pre-norm ViT with a reducer, per image, fvcore conventions:
+    patch embedding + every block at its token counts (the variant's TokenSchedule) + the reducer's
+    own MACs + final norm and head.
 
     `norms=False` drops the LayerNorm terms (5 per element), which matmul-only counters such as
     torch's FlopCounterMode do not count.
     """
-    d, m, p = info.embed_dim, info.mlp_hidden, info.num_prefix_tokens
-    n_patch = info.num_patches
+    from tlbench.reducers import token_schedule
+
+    sched = token_schedule(info, variant, norms=norms)
+    d, m = info.embed_dim, info.mlp_hidden
     ln = 5 if norms else 0
 
-    def block(n: int) -> int:  # n tokens: LN, qkv, QK^T, PV, proj, LN, MLP
-        return ln * n * d + n * d * 3 * d + 2 * n * n * d + n * d * d + ln * n * d + 2 * n * d * m
+    def block(a: int, f: int) -> int:  # a tokens: LN, qkv, QK^T, PV, proj; f tokens: LN, MLP
+        return ln * a * d + a * d * 3 * d + 2 * a * a * d + a * d * d + ln * f * d + 2 * f * d * m
 
-    def learner(s: int) -> int:  # on the n_patch grid tokens
-        if variant.version == "1.1":
-            masking = n_patch * d * bottleneck_dim + n_patch * bottleneck_dim * s
-        else:  # four 3x3 convs: C -> S, then S -> S three times
-            masking = n_patch * 9 * d * s + 3 * n_patch * 9 * s * s
-        return ln * n_patch * d + masking + s * n_patch * d
-
-    def fuser(s: int) -> int:  # LN, mix over S, LN, LN(original), gate MLP, einsum
-        gate = n_patch * d * bottleneck_dim + n_patch * bottleneck_dim * s
-        return 2 * ln * s * d + d * s * s + ln * n_patch * d + gate + n_patch * s * d
-
-    total = n_patch * info.patch_size**2 * info.in_chans * d  # patch embedding
-    k, s = variant.block_index, variant.num_tokens
-    n_full = p + n_patch
-    if variant.is_baseline:
-        total += info.depth * block(n_full)
-        n_last = n_full
-    elif variant.fuser:
-        total += k * block(n_full) + (info.depth - k) * (learner(s) + block(p + s) + fuser(s))
-        n_last = n_full
-    else:
-        total += k * block(n_full) + learner(s) + (info.depth - k) * block(p + s)
-        n_last = p + s
-    return total + ln * n_last * d + d * info.num_classes  # final norm, head
+    total = info.num_patches * info.patch_size**2 * info.in_chans * d  # patch embedding
+    total += sum(block(a, f) for a, f in zip(sched.attn_tokens, sched.mlp_tokens, strict=True))
+    return total + sched.module_macs + ln * sched.tokens_out * d + d * info.num_classes
 
 
 @dataclass(frozen=True)

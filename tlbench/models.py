@@ -1,8 +1,9 @@
-"""ViT variants with a TokenLearner at relative position p: aliases, position -> block, insertion.
+"""ViT variants with a token reducer at relative position p: aliases, position -> block, building.
 
 Position p in [0, 1] maps to block index k = floor(p * depth + 0.5) (round half up); the
 TokenLearner runs before block k, and k = depth means after the last block. The unmodified
-model (`position=None`) is the baseline.
+model (`position=None`) is the baseline. The reducer (TokenLearner unless a variant names another
+method) is a plug-in from tlbench.reducers.
 
 Head design (the paper's `gap` classifier): every variant, the baseline included, pools by global
 average over the non-prefix tokens, i.e. the S learned tokens after TokenLearner. Class/register
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
+from tlbench.reducers import DEFAULT_METHOD, get_reducer
 from tlbench.support import (
     NO_INIT,
     SUPPORTED,
@@ -36,7 +38,6 @@ from tlbench.support import (
     unsupported_reason,
     vit_names,
 )
-from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
 
 # The one alias table: short names for the paper's models and a few more.
 ALIASES: dict[str, str] = {
@@ -92,14 +93,15 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Variant:
-    """One point of the study: the baseline (position None) or TokenLearner at one block."""
+    """One point of the study: the baseline (position None) or a reducer at one block."""
 
     model: str  # resolved name (timm name or a tlbench custom model)
     position: float | None  # relative position p as requested
-    block_index: int | None  # k actually used: TokenLearner runs before block k
-    num_tokens: int | None  # S
-    version: str = "1.1"
-    fuser: bool = False
+    block_index: int | None  # k actually used: the reducer acts at block k
+    num_tokens: int | None  # S, the tokens the reducer keeps
+    version: str = "1.1"  # TokenLearner's module version
+    fuser: bool = False  # TokenLearner with the TokenFuser
+    method: str = DEFAULT_METHOD  # the reducer, a key of tlbench.reducers.REDUCERS
 
     @property
     def is_baseline(self) -> bool:
@@ -107,13 +109,12 @@ class Variant:
 
     @property
     def name(self) -> str:
-        """Stable id: 'baseline' or 'p0.25-s8' (+ '-v1.0', '-fuser'); with `model` the resume key."""
+        """Stable id: 'baseline', 'p0.25-s8' (+ '-v1.0', '-fuser') for TokenLearner, the method as
+        a prefix for any other ('tome-p0.5-s8'); with `model` the resume and CI-baseline key."""
         if self.is_baseline:
             return "baseline"
-        name = f"p{self.position:.4g}-s{self.num_tokens}"
-        if self.version != "1.1":
-            name += f"-v{self.version}"
-        return name + ("-fuser" if self.fuser else "")
+        label = get_reducer(self.method).label(self)
+        return label if self.method == DEFAULT_METHOD else f"{self.method}-{label}"
 
 
 def resolve_model(name: str) -> str:
@@ -241,13 +242,13 @@ def make_variant(
     version: str = "1.1",
     fuser: bool = False,
     img_size: int | None = None,
+    method: str = DEFAULT_METHOD,
 ) -> Variant:
-    """Validate one (model, p, S) and return its Variant (block index resolved)."""
+    """Validate one (model, method, p, S) and return its Variant (block index resolved)."""
     info = model_info(model, img_size)
     if position is None:
         return Variant(info.name, None, None, None)
-    if version not in ("1.1", "1.0"):
-        raise ConfigError(f"TokenLearner version must be 1.1 or 1.0, got {version!r}")
+    reducer = get_reducer(method)
     k = block_index(position, info.depth)
     if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
         raise ConfigError(f"number of tokens must be a positive integer, got {num_tokens!r}")
@@ -255,12 +256,9 @@ def make_variant(
         raise ConfigError(
             f"{num_tokens} tokens is more than the {info.num_patches} patch tokens it would reduce"
         )
-    if fuser and k == info.depth:
-        raise ConfigError(
-            f"with the TokenFuser, p={position} maps to block {k} = depth: no block is left to fuse "
-            f"around; use p < {(info.depth - 0.5) / info.depth:.4g}"
-        )
-    return Variant(info.name, float(position), k, num_tokens, version, fuser)
+    variant = Variant(info.name, float(position), k, num_tokens, version, fuser, method)
+    reducer.check(info, variant)
+    return variant
 
 
 def make_variants(
@@ -272,8 +270,9 @@ def make_variants(
     version: str = "1.1",
     fuser: bool = False,
     img_size: int | None = None,
+    method: str = DEFAULT_METHOD,
 ) -> list[Variant]:
-    """Baseline first, then TokenLearner at each position x token count, sorted by (k, S).
+    """Baseline first, then the reducer at each position x token count, sorted by (k, S).
 
     `positions=None` means every block index 0..depth (0..depth-1 with the fuser). Positions that
     map to the same block index are one variant: the first one given names it.
@@ -286,38 +285,23 @@ def make_variants(
     seen: dict[tuple[int, int], Variant] = {}
     for p in positions:
         for s in tokens:
-            v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size)
+            v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size,
+                             method=method)  # fmt: skip
             seen.setdefault((v.block_index, v.num_tokens), v)
     return out + [seen[key] for key in sorted(seen)]
 
 
-def insert_tokenlearner(model: nn.Module, variant: Variant, bottleneck_dim: int = 64) -> nn.Module:
-    """Put a fresh TokenLearner into a stock timm ViT, in place, as `variant` says; returns it.
+def apply_reducer(model: nn.Module, variant: Variant) -> nn.Module:
+    """Put a fresh reducer into a stock timm ViT as `variant` says; returns the model.
 
-    Without the fuser it becomes `model.blocks[k]` (later blocks shift by one); with the fuser,
-    blocks k..depth-1 are wrapped as TokenFuserBlock (scenic's EncoderModFuser).
+    The model's `blocks` container is replaced, never edited, and its blocks are wrapped, never
+    changed, so a copy made by shared_weights_copy leaves the original intact.
     """
     model.tl_variant = variant
     if variant.is_baseline:
         return model
-    blocks = list(model.blocks)
-    dim, k, s = model.embed_dim, variant.block_index, variant.num_tokens
-    grid = tuple(model.patch_embed.grid_size)
-    prefix = model.num_prefix_tokens
-
-    def learner() -> TokenLearner:
-        return TokenLearner(dim, s, variant.version, bottleneck_dim, grid).to(
-            model.pos_embed.device
-        )
-
-    if variant.fuser:
-        for i in range(k, len(blocks)):
-            fuser = TokenFuser(dim, s, bottleneck_dim).to(model.pos_embed.device)
-            blocks[i] = TokenFuserBlock(blocks[i], learner(), fuser, prefix)
-    else:
-        blocks.insert(k, TokenLearnerLayer(learner(), prefix))
-    model.blocks = nn.Sequential(*blocks)
-    return model
+    info = model_info(variant.model, int(model.patch_embed.img_size[0]))
+    return get_reducer(variant.method).apply(model, info, variant)
 
 
 def build_model(
@@ -338,7 +322,7 @@ def build_model(
     )
     if checkpoint_path is not None:
         load_backbone(model, checkpoint_path)
-    return insert_tokenlearner(model, variant).eval()
+    return apply_reducer(model, variant).eval()
 
 
 def build_variant(
@@ -384,12 +368,24 @@ def build_sharing(variants: list[Variant], img_size: int | None = None) -> dict[
     """Variants of one model whose backbones share one set of weights (eval mode), by name.
 
     For timing and counting, where weights do not matter: one copy in memory however many variants.
+    A reducer that edits a shared module instead of replacing it (a class swap, a patched forward)
+    would change the baseline too: that raises here.
     """
     if not variants:
         return {}
     base = build_model(Variant(variants[0].model, None, None, None), img_size=img_size)
-    return {v.name: base if v.is_baseline else insert_tokenlearner(shared_weights_copy(base), v).eval()
-            for v in variants}  # fmt: skip
+    before = _module_tree(base)
+    out = {}
+    for v in variants:
+        out[v.name] = base if v.is_baseline else apply_reducer(shared_weights_copy(base), v).eval()
+        if _module_tree(base) != before:
+            raise RuntimeError(f"reducer {v.method!r} mutated the baseline's modules building {v.name}")
+    return out
+
+
+def _module_tree(model: nn.Module) -> list[tuple[str, int, type, Any]]:
+    """Every module's name, identity, class and forward: what applying a reducer must not change."""
+    return [(name, id(m), type(m), m.__dict__.get("forward")) for name, m in model.named_modules()]
 
 
 def load_backbone(model: nn.Module, path: str | Path) -> None:

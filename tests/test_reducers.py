@@ -1,0 +1,159 @@
+"""The reducer contract, run over every registered method (timm's one-test-per-registry style)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from tlbench.errors import ConfigError
+from tlbench.flops import analytic_flops, count_flops
+from tlbench.models import (
+    Variant,
+    build_model,
+    build_sharing,
+    make_variant,
+    make_variants,
+    model_info,
+)
+from tlbench.reducers import NEEDS, REDUCERS, WHERE, TokenSchedule, get_reducer, token_schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["tiny", "vit_cpu6"]  # with a class token, and without any prefix token
+METHODS = sorted(REDUCERS)
+
+
+def _variants(model: str, method: str) -> list[Variant]:
+    """Every placement class of a method: first block, middle, last block, after the last."""
+    out = make_variants(model, [0, 0.5, 1], [4], baseline=False, method=method)
+    if method == "tokenlearner":
+        out += make_variants(model, [0.25], [4], baseline=False, version="1.0", method=method)
+        out += make_variants(model, [0.5], [4], baseline=False, fuser=True, method=method)
+    return out
+
+
+def _seen_tokens(model: nn.Module, x: torch.Tensor) -> tuple[list[int], list[int], int]:
+    """Tokens that actually enter each block's attention and MLP, and reach the final norm."""
+    attn: list[int] = []
+    mlp: list[int] = []
+    out: list[int] = []
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, Block):
+            hooks.append(m.attn.register_forward_pre_hook(lambda _, a: attn.append(a[0].shape[1])))
+            hooks.append(m.mlp.register_forward_pre_hook(lambda _, a: mlp.append(a[0].shape[1])))
+    hooks.append(model.norm.register_forward_pre_hook(lambda _, a: out.append(a[0].shape[1])))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return attn, mlp, out[0]
+
+
+def test_every_method_declares_where_and_what_it_needs() -> None:
+    for name, r in REDUCERS.items():
+        assert r.method == name and r.where in WHERE and r.needs <= set(NEEDS)
+        assert isinstance(r.trains, bool) and all(isinstance(v, str) for v in r.zero_cost_ops.values())
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model", MODELS)
+def test_schedule_is_what_the_model_does(model: str, method: str) -> None:
+    """Shapes, token counts per block and FLOPs all follow the one schedule, prefix tokens or not."""
+    info = model_info(model)
+    x = torch.randn(2, info.in_chans, *info.img_size)
+    for v in _variants(model, method):
+        torch.manual_seed(0)
+        net = build_model(v, num_classes=info.num_classes)
+        sched = token_schedule(info, v)
+        assert isinstance(sched, TokenSchedule) and len(sched.attn_tokens) == info.depth
+        attn, mlp, out = _seen_tokens(net, x)
+        assert (tuple(attn), tuple(mlp), out) == (sched.attn_tokens, sched.mlp_tokens, sched.tokens_out), v.name
+        with torch.no_grad():
+            assert net(x).shape == (2, info.num_classes)
+        assert count_flops(net).flops == analytic_flops(info, v), v.name
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_building_variants_leaves_the_shared_baseline_untouched(method: str) -> None:
+    variants = [make_variant("tiny")] + _variants("tiny", method)
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(0)
+    alone = build_model(variants[0])
+    models = build_sharing(variants)
+    base = models["baseline"]
+    base.load_state_dict(alone.state_dict())
+    with torch.no_grad():
+        assert torch.equal(base(x), alone(x))
+    assert [type(m) for m in base.modules()] == [type(m) for m in alone.modules()]
+    later = [v for v in variants[1:] if v.block_index > 0]
+    assert later and all(models[v.name].blocks[0] is base.blocks[0] for v in later)  # shared
+
+
+class _ClassSwap:
+    """A reducer written in ToMe's upstream style: it swaps the class of a block in place."""
+
+    method: ClassVar[str] = "classswap"
+    where: ClassVar[str] = "in_block"
+    needs: ClassVar[frozenset[str]] = frozenset()
+    trains: ClassVar[bool] = False
+    zero_cost_ops: ClassVar[dict[str, str]] = {}
+
+    def check(self, info: Any, variant: Variant) -> None:
+        pass
+
+    def label(self, variant: Variant) -> str:
+        return f"p{variant.position:.4g}-s{variant.num_tokens}"
+
+    def schedule(self, info: Any, variant: Variant, *, norms: bool = True) -> TokenSchedule:
+        return get_reducer("tokenlearner").schedule(info, variant, norms=norms)
+
+    def apply(self, model: nn.Module, info: Any, variant: Variant) -> nn.Module:
+        block = model.blocks[variant.block_index]
+        block.__class__ = type("SwappedBlock", (type(block),), {})
+        return model
+
+
+def test_a_reducer_that_mutates_shared_blocks_is_refused(monkeypatch) -> None:
+    monkeypatch.setitem(REDUCERS, "classswap", _ClassSwap())
+    variants = [make_variant("tiny"), make_variant("tiny", 0.5, 4, method="classswap")]
+    assert variants[1].name == "classswap-p0.5-s4"
+    with pytest.raises(RuntimeError, match="mutated the baseline"):
+        build_sharing(variants)
+
+
+def test_variant_names_are_those_of_committed_results() -> None:
+    """Committed runs and the CI baseline are keyed by these names: they never change."""
+    assert make_variant("vit_b16", 0.25, 8).name == "p0.25-s8"
+    assert make_variant("vit_b16", 0.5, 8, version="1.0", fuser=True).name == "p0.5-s8-v1.0-fuser"
+    doc = json.loads((ROOT / "results" / "baselines" / "compute.json").read_text())
+    for entry in doc["models"]:
+        grid = entry["grid"]
+        names = {v.name for v in make_variants(
+            entry["model"], grid.get("positions"), grid.get("tokens", [8, 16]), version=grid.get("version", "1.1"),
+            fuser=grid.get("fuser", False), img_size=grid.get("img_size"))}  # fmt: skip
+        assert set(entry["variants"]) <= names, entry["model"]
+
+
+def test_an_unknown_method_is_one_line_with_the_close_names() -> None:
+    with pytest.raises(ConfigError, match="did you mean tokenlearner") as e:
+        make_variant("tiny", 0.5, 4, method="tokenlerner")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_method_is_deterministic_under_a_seed(method: str) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outs.append(build_model(make_variant("tiny", 0.5, 4, method=method))(x))
+    assert torch.equal(*outs)
