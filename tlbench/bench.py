@@ -40,6 +40,7 @@ def bench_variants(
     positions: Sequence[float] | None = None,
     tokens: Sequence[int] | None = None,
     *,
+    method: str = "tokenlearner",
     batch_size: int | str = "auto",
     dtype: str = "float32",
     compile: bool = False,
@@ -61,6 +62,7 @@ def bench_variants(
         model: alias or timm ViT name.
         positions: relative positions p in [0, 1] (default 0, 0.25, 0.5, 0.75).
         tokens: learned token counts S (default 8).
+        method: the token reduction method (tlbench.reducers; default TokenLearner).
         batch_size: images per forward pass, or 'auto' (CUDA: largest that fits from 1024 down in
             timm's decay steps; CPU: 8).
         dtype: 'float32', or 'bfloat16' / 'float16' autocast.
@@ -82,7 +84,8 @@ def bench_variants(
 
     report = progress or (lambda _msg: None)
     positions = list(DEFAULT_POSITIONS if positions is None else positions)
-    variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size)
+    variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size,
+                             method=method)  # fmt: skip
     report(f"building {variants[0].model}")
     models = build_sharing(variants, img_size)  # variants share the backbone: one copy in memory
     gflops = {}

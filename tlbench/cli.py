@@ -19,6 +19,8 @@ from rich.table import Table
 
 from tlbench.errors import ConfigError, TLBenchError
 
+METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk or evit "
+               "(tlbench/reducers/); S is the number of tokens it keeps.")
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -119,6 +121,7 @@ def flops(
     img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
+    method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Include the unmodified model."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
@@ -130,7 +133,7 @@ def flops(
         from tlbench.models import make_variants
 
         variants = make_variants(model, pos, toks, baseline=baseline, version=version, fuser=fuser,
-                                 img_size=img_size)  # fmt: skip
+                                 img_size=img_size, method=method)  # fmt: skip
         rows = count_variants(variants, img_size)
     records = [{k: v for k, v in vars(r).items() if k != "zero_ops"} for r in rows]
     base = next((r["gflops"] for r in records if r["variant"] == "baseline"), None)
@@ -162,6 +165,7 @@ def bench(
         "0,0.25,0.5,0.75", help="Relative positions p in [0,1], comma list."
     ),
     tokens: str = typer.Option("8", help="Numbers of learned tokens S, comma list."),
+    method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
     batch_size: str = typer.Option(
         "auto",
         help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8.",
@@ -188,7 +192,7 @@ def bench(
 
         with err_console.status("benchmarking") as status:
             records = bench_variants(
-                model, pos, toks, batch_size=batch_size, dtype=dtype, compile=compile_,
+                model, pos, toks, method=method, batch_size=batch_size, dtype=dtype, compile=compile_,
                 device=device, rounds=rounds, threads=threads, time_cap_s=time_cap,
                 progress=status.update,
             )  # fmt: skip
@@ -474,6 +478,7 @@ def probe(
     tokens: int = typer.Option(8, help="Number of learned tokens S."),
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
+    method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
     train_data: str = typer.Option("mnist", help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
     probe_data: str = typer.Option("digits,mnist", help="Probe sets, comma list; each is tested on its own held-out split."),
     steps: int = typer.Option(400, help="Training steps (0: probe the initial weights only)."),
@@ -531,7 +536,7 @@ def probe(
                 bar.update(task, completed=step, info=f"loss {loss:.3f}")
 
             result = run_probe(
-                model, position, tokens, version=version, fuser=fuser, train_data=train_data, probe_data=probes, steps=steps,
+                model, position, tokens, version=version, fuser=fuser, method=method, train_data=train_data, probe_data=probes, steps=steps,
                 batch_size=batch_size, lr=lr, shots=shot_list, seeds=seeds, l2_reg=lam, device=dev,
                 pretrained=pretrained, checkpoint_path=checkpoint, img_size=img_size,
                 budget_s=budget, init_reference=init_reference, checkpoint_dir=checkpoint_dir,

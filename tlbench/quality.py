@@ -135,11 +135,12 @@ def run_probe(
     img_size: int | None = None,
     version: str = "1.1",
     fuser: bool = False,
+    method: str = "tokenlearner",
     **kwargs: Any,
 ) -> ProbeResult:
-    """`run_probe_variant` for the variant (model_name, position, num_tokens); None = baseline."""
+    """`run_probe_variant` for the variant (model_name, method, position, num_tokens); None = baseline."""
     variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
-                           img_size=img_size)  # fmt: skip
+                           img_size=img_size, method=method)  # fmt: skip
     return run_probe_variant(variant, img_size=img_size, **kwargs)
 
 

@@ -114,4 +114,5 @@ def token_schedule(info: ModelInfo, variant: Variant, *, norms: bool = True) -> 
     return get_reducer(variant.method).schedule(info, variant, norms=norms)
 
 
-from tlbench.reducers import tokenlearner as _tokenlearner  # noqa: E402,F401  (registers itself)
+# Each method registers itself on import.
+from tlbench.reducers import evit, patchmerger, pool, random_drop, tokenlearner, topk  # noqa: E402,F401

@@ -1,0 +1,57 @@
+"""What the reducers that act between two blocks share: the layer that spares prefix tokens,
+the insertion that builds a new `blocks` container, and their token schedule."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from tlbench.reducers import TokenSchedule
+
+if TYPE_CHECKING:
+    from tlbench.models import ModelInfo, Variant
+
+
+class PatchTokensLayer(nn.Module):
+    """Prefix (class/register) tokens pass untouched; `reduce` maps the N patch tokens to S:
+    [B, P + N, C] -> [B, P + S, C]. TokenLearner's TokenLearnerLayer is the same idea."""
+
+    def __init__(self, reduce: nn.Module, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.reduce = reduce
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.num_prefix_tokens
+        out = self.reduce(x[:, p:])  # [B, S, C]
+        return torch.cat([x[:, :p], out], dim=1) if p else out
+
+
+def insert_before_block(model: nn.Module, k: int, layer: nn.Module) -> nn.Module:
+    """`layer` becomes blocks[k] of a new container; the blocks themselves are shared, not edited."""
+    blocks = list(model.blocks)
+    blocks.insert(k, layer.to(model.pos_embed.device))
+    model.blocks = nn.Sequential(*blocks)
+    return model
+
+
+def before_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> TokenSchedule:
+    """Blocks before k see P + N tokens, blocks from k on (and the pool) P + S."""
+    p, n, depth = info.num_prefix_tokens, info.num_patches, info.depth
+    k, s = variant.block_index, variant.num_tokens
+    tokens = (p + n,) * k + (p + s,) * (depth - k)
+    return TokenSchedule(tokens, tokens, p + s, module_macs)
+
+
+def plain_label(variant: Variant) -> str:
+    return f"p{variant.position:.4g}-s{variant.num_tokens}"
+
+
+def only_defaults(method: str, variant: Variant) -> None:
+    """Methods other than TokenLearner take no version and no fuser."""
+    from tlbench.errors import ConfigError
+
+    if variant.version != "1.1" or variant.fuser:
+        raise ConfigError(f"{method} has no TokenLearner version or TokenFuser; drop those options")

@@ -1,0 +1,65 @@
+"""Random token dropping: keep S of the N patch tokens, drawn uniformly per image.
+
+The control every reduction method must beat (on video most do not: Haurum et al., 2024, in
+shared/reference/next-capabilities.md). Draws come from torch's global generator, so a run is
+reproducible under torch.manual_seed; at probe time the features are random too, by design.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from tlbench.reducers import TokenSchedule, register_reducer
+from tlbench.reducers._common import (
+    PatchTokensLayer,
+    before_block_schedule,
+    insert_before_block,
+    only_defaults,
+    plain_label,
+)
+
+if TYPE_CHECKING:
+    from tlbench.models import ModelInfo, Variant
+
+
+class RandomDrop(nn.Module):
+    """[B, N, C] -> [B, S, C]: S tokens per image, uniformly at random, in their original order."""
+
+    def __init__(self, num_tokens: int) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.rand(x.shape[:2], device=x.device).argsort(dim=1)[:, : self.num_tokens]
+        keep = keep.sort(dim=1).values  # [B, S]
+        return x.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+@register_reducer
+class RandomReducer:
+    method: ClassVar[str] = "random"
+    where: ClassVar[str] = "before_block"
+    needs: ClassVar[frozenset[str]] = frozenset()
+    trains: ClassVar[bool] = False
+    zero_cost_ops: ClassVar[dict[str, str]] = {
+        "aten::rand": "random scores, one draw per token",
+        "aten::argsort": "ranking N scores per image: no multiply-adds",
+        "aten::sort": "restoring the kept tokens' order: no multiply-adds",
+        "aten::gather": "copying the kept tokens (fvcore ignores it silently; listed here)",
+    }
+
+    def check(self, info: ModelInfo, variant: Variant) -> None:
+        only_defaults(self.method, variant)
+
+    def label(self, variant: Variant) -> str:
+        return plain_label(variant)
+
+    def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
+        return before_block_schedule(info, variant, 0)
+
+    def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
+        layer = PatchTokensLayer(RandomDrop(variant.num_tokens), info.num_prefix_tokens)
+        return insert_before_block(model, variant.block_index, layer)
