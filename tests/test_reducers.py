@@ -30,7 +30,9 @@ METHODS = sorted(REDUCERS)
 
 def _variants(model: str, method: str) -> list[Variant]:
     """Every placement class of a method: first block, middle, last block, after the last."""
-    out = make_variants(model, [0, 0.5, 1], [4], baseline=False, method=method)
+    depth = model_info(model).depth
+    last = 1 if REDUCERS[method].where == "before_block" else (depth - 1) / depth
+    out = make_variants(model, [0, 0.5, last], [4], baseline=False, method=method)
     if method == "tokenlearner":
         out += make_variants(model, [0.25], [4], baseline=False, version="1.0", method=method)
         out += make_variants(model, [0.5], [4], baseline=False, fuser=True, method=method)
@@ -45,8 +47,9 @@ def _seen_tokens(model: nn.Module, x: torch.Tensor) -> tuple[list[int], list[int
     hooks = []
     for m in model.modules():
         if isinstance(m, Block):
-            hooks.append(m.attn.register_forward_pre_hook(lambda _, a: attn.append(a[0].shape[1])))
-            hooks.append(m.mlp.register_forward_pre_hook(lambda _, a: mlp.append(a[0].shape[1])))
+            # the norms in front of attention and MLP: in-block reducers call attn's parts directly
+            hooks.append(m.norm1.register_forward_pre_hook(lambda _, a: attn.append(a[0].shape[1])))
+            hooks.append(m.norm2.register_forward_pre_hook(lambda _, a: mlp.append(a[0].shape[1])))
     hooks.append(model.norm.register_forward_pre_hook(lambda _, a: out.append(a[0].shape[1])))
     try:
         with torch.no_grad():
@@ -157,3 +160,41 @@ def test_a_method_is_deterministic_under_a_seed(method: str) -> None:
         with torch.no_grad():
             outs.append(build_model(make_variant("tiny", 0.5, 4, method=method))(x))
     assert torch.equal(*outs)
+
+
+def test_a_sweep_over_methods_rows_and_figures(tmp_path: Path) -> None:
+    """grid.methods: one baseline, every method's grid, a method column, one colour per method."""
+    from tlbench import load_results
+    from tlbench.config import load_sweep
+    from tlbench.sweep import run_sweep
+
+    config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
+        f"grid.methods={json.dumps(METHODS)}", "grid.positions=[0, 0.5]",
+        "speed.enabled=false", "quality.enabled=false"])  # fmt: skip
+    res = run_sweep(config, tmp_path)
+    df = load_results(res.run_dir)
+    names = set(df["variant"])
+    assert "baseline" in names and {"p0-s4", "p0.5-s4", "topk-p0.5-s4", "random-p0-s4"} <= names
+    assert len(names) == 1 + 2 * len(METHODS)
+    assert df.groupby("variant")["method"].first().drop("baseline").str.len().gt(0).all()
+    assert df[df["variant"] == "baseline"]["method"].isna().all()
+    assert (res.run_dir / "figures" / "gflops_vs_position.png").is_file()
+
+
+def test_rows_from_before_methods_are_tokenlearners(tmp_path: Path) -> None:
+    from tlbench.results import to_frame
+
+    old = [{"model": "m", "variant": "p0.5-s8", "position": 0.5, "stage": "compute", "metric": "gflops",
+            "value": 1.0, "unit": "GFLOPs"},
+           {"model": "m", "variant": "baseline", "position": None, "stage": "compute",
+            "metric": "gflops", "value": 2.0, "unit": "GFLOPs"}]  # fmt: skip
+    df = to_frame(old)
+    assert list(df["method"].fillna("-")) == ["tokenlearner", "-"]
+
+
+def test_a_sweep_file_naming_an_unknown_method_is_one_line(tmp_path: Path) -> None:
+    from tlbench.config import load_sweep
+
+    with pytest.raises(ConfigError, match="grid.methods must name distinct methods") as e:
+        load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=["grid.methods=['tome2']"])
+    assert "\n" not in str(e.value)

@@ -42,6 +42,8 @@ class GridConfig:
     baseline: bool = True
     version: str = "1.1"  # TokenLearner 1.1 (MLP + softmax) or 1.0 (convs + sigmoid)
     fuser: bool = False  # TokenLearner + TokenFuser in every layer from p on
+    # Token reduction methods (tlbench/reducers/), each at every position x token count
+    methods: tuple[str, ...] = ("tokenlearner",)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,12 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("tokens", "must be positive integers")
         if config.version not in ("1.1", "1.0"):
             raise bad("version", f"must be '1.1' or '1.0', got {config.version!r}")
+        from tlbench.reducers import REDUCERS
+
+        unknown = [m for m in config.methods if m not in REDUCERS]
+        if not config.methods or unknown or len(set(config.methods)) < len(config.methods):
+            raise bad("methods", f"must name distinct methods of {', '.join(sorted(REDUCERS))}; "
+                      f"got {list(config.methods)}")  # fmt: skip
     if isinstance(config, SpeedConfig):
         if isinstance(config.batch_size, str) and config.batch_size != "auto":
             raise bad("batch_size", f"must be a positive integer or 'auto', got {config.batch_size!r}")

@@ -1,5 +1,7 @@
 """Paper-style figures from a results table only (no model code): PNG + PDF per figure.
 
+Several reduction methods in one run get one colour per (method, token count).
+
 - accuracy_vs_position: few-shot accuracy vs relative position, a line per token count, the
   baseline as a horizontal band (mean ± std over seeds), seeds as error bars (the paper's Fig. 4);
 - gflops_vs_position: compute vs relative position, with the baseline;
@@ -33,9 +35,37 @@ def _metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
 
 
-def _token_palette(tokens: list[int]) -> dict[int, tuple]:
-    colors = sns.color_palette("colorblind", max(len(tokens), 1))
-    return {s: colors[i] for i, s in enumerate(sorted(tokens))}
+METHOD_LABELS = {"tokenlearner": "TokenLearner", "patchmerger": "PatchMerger", "pool": "pooling",
+                 "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe"}  # fmt: skip
+
+
+def _series(df: pd.DataFrame) -> pd.Series:
+    """One line per (method, token count): the key every figure colours by. Rows written before
+    methods existed have no method: they are TokenLearner's."""
+    method = df["method"] if "method" in df else pd.Series(None, index=df.index, dtype=object)
+    method = method.where(method.notna(), "tokenlearner")
+    return pd.Series(list(zip(method, df["num_tokens"], strict=True)), index=df.index)
+
+
+def _palette(keys: pd.Series) -> dict[tuple[str, int], tuple]:
+    """A colour per (method, tokens), in a stable order."""
+    found = sorted({k for k in keys if not pd.isna(k[1])})
+    colors = sns.color_palette("colorblind", max(len(found), 1))
+    return {k: colors[i % len(colors)] for i, k in enumerate(found)}
+
+
+def _label(key: tuple[str, int], keys: dict[tuple[str, int], tuple], short: bool = False) -> str:
+    """'TokenLearner, 8 tokens'; '8 tokens' in a short legend when one method is shown."""
+    method, tokens = key
+    if short and len({m for m, _ in keys}) == 1:
+        return f"{int(tokens)} tokens"
+    return f"{METHOD_LABELS.get(method, method)}, {int(tokens)} tokens"
+
+
+def _where(df: pd.DataFrame) -> str:
+    """What 'position' places: TokenLearner, or any of several reducers."""
+    methods = {m for m, _ in _series(df[df["variant"] != "baseline"])}
+    return METHOD_LABELS.get(next(iter(methods)), "the reducer") if len(methods) == 1 else "the reducer"
 
 
 def _model_title(df: pd.DataFrame) -> str:
@@ -52,19 +82,21 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     fig, axes = plt.subplots(len(datasets), len(shots), figsize=(3.2 * len(shots), 2.8 * len(datasets)),
                              squeeze=False, sharex=True)  # fmt: skip
     tl = acc[acc["variant"] != "baseline"]
-    palette = _token_palette(list(tl["num_tokens"].dropna().unique()))
+    palette = _palette(_series(tl))
+    what = _where(acc)
     for (i, ds), (j, k) in ((a, b) for a in enumerate(datasets) for b in enumerate(shots)):
         ax, sub = axes[i][j], acc[(acc["dataset"] == ds) & (acc["shots"] == k)]
         base = sub[sub["variant"] == "baseline"]["value"] * 100
         if len(base):
             m, s = base.mean(), base.std(ddof=0)
             ax.axhspan(m - s, m + s, color=BASE_COLOR, alpha=0.15, lw=0, label="baseline ± std over seeds")
-            ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2, label="baseline (no TokenLearner)")
-        for s_tok, g in sub[sub["variant"] != "baseline"].groupby("num_tokens"):
+            ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2, label=f"baseline (no {what})")
+        reduced = sub[sub["variant"] != "baseline"]
+        for key, g in reduced.groupby(_series(reduced)):
             stats = g.groupby("position")["value"].agg(["mean", "std"]).reset_index()
             ax.errorbar(stats["position"], stats["mean"] * 100, yerr=stats["std"].fillna(0) * 100,
-                        marker="o", ms=4, capsize=2.5, lw=1.5, color=palette[s_tok],
-                        label=f"TokenLearner, {s_tok} tokens")  # fmt: skip
+                        marker="o", ms=4, capsize=2.5, lw=1.5, color=palette[key],
+                        label=_label(key, palette))  # fmt: skip
         ax.set_title(f"{ds}, {k}-shot", fontsize=10)
         ax.set_xlim(-0.05, 1.05)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
@@ -72,8 +104,8 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
         if j == 0:
             ax.set_ylabel("few-shot accuracy (%)")
         if i == len(datasets) - 1:
-            ax.set_xlabel("relative position p of TokenLearner")
-    fig.suptitle(f"Few-shot linear probe vs TokenLearner position — {_model_title(df)}")
+            ax.set_xlabel(f"relative position p of {what}")
+    fig.suptitle(f"Few-shot linear probe vs {what} position — {_model_title(df)}")
     _legend(fig, axes)
     return fig
 
@@ -88,12 +120,12 @@ def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     if len(base):
         ax.axhline(base.iloc[0], color=BASE_COLOR, ls="--", lw=1.2, label="baseline")
     tl = g[g["variant"] != "baseline"]
-    palette = _token_palette(list(tl["num_tokens"].dropna().unique()))
-    for s_tok, sub in tl.groupby("num_tokens"):
+    palette = _palette(_series(tl))
+    for key, sub in tl.groupby(_series(tl)):
         sub = sub.sort_values("position")
-        ax.plot(sub["position"], sub["value"], marker="o", ms=4, lw=1.5, color=palette[s_tok],
-                label=f"{s_tok} tokens")  # fmt: skip
-    ax.set_xlabel("relative position p of TokenLearner")
+        ax.plot(sub["position"], sub["value"], marker="o", ms=4, lw=1.5, color=palette[key],
+                label=_label(key, palette, short=True))  # fmt: skip
+    ax.set_xlabel(f"relative position p of {_where(g)}")
     ax.set_ylabel("GFLOPs per image (1 MAC = 1 FLOP)")
     ax.set_ylim(bottom=0)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
@@ -115,9 +147,10 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
     flops = g.groupby("variant")["value"].first()
     datasets = sorted(acc["dataset"].dropna().unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
-    palette = _token_palette(list(acc["num_tokens"].dropna().unique()))
+    palette = _palette(_series(acc[acc["variant"] != "baseline"]))
     for ax, ds in zip(axes[0], datasets, strict=True):
-        pts = acc[acc["dataset"] == ds].groupby(["variant", "position", "num_tokens"], dropna=False)
+        sub = acc[acc["dataset"] == ds].assign(series=lambda d: _series(d))
+        pts = sub.groupby(["variant", "position", "series"], dropna=False)
         pts = pts["value"].agg(["mean", "std"]).reset_index()
         pts["gflops"] = pts["variant"].map(flops)
         pts = pts.dropna(subset=["gflops"])
@@ -125,7 +158,7 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
             is_base = r["variant"] == "baseline"
             ax.errorbar(r["gflops"], r["mean"] * 100, yerr=(0 if pd.isna(r["std"]) else r["std"] * 100),
                         marker="*" if is_base else "o", ms=11 if is_base else 5, capsize=2,
-                        color=BASE_COLOR if is_base else palette[int(r["num_tokens"])], lw=0,
+                        color=BASE_COLOR if is_base else palette[r["series"]], lw=0,
                         elinewidth=1)  # fmt: skip
             label = "baseline" if is_base else f"p={r['position']:.3g}"
             ax.annotate(label, (r["gflops"], r["mean"] * 100), textcoords="offset points",
@@ -133,14 +166,17 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
         front = pareto_front(pts["gflops"].to_numpy(), pts["mean"].to_numpy())
         ax.step(pts["gflops"].to_numpy()[front], pts["mean"].to_numpy()[front] * 100, where="post",
                 color="tab:red", lw=1, alpha=0.7, label="Pareto front")  # fmt: skip
-        for s_tok, c in palette.items():
-            ax.plot([], [], "o", color=c, label=f"TokenLearner, {s_tok} tokens")
+        for key, c in palette.items():
+            ax.plot([], [], "o", color=c, label=_label(key, palette))
         ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
         ax.margins(x=0.15, y=0.08)
         ax.set_xlabel("GFLOPs per image")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(ds, fontsize=10)
-        ax.legend(frameon=False, fontsize=7, loc="lower right")
+        if len(palette) > 2:  # several methods: the legend would cover the points
+            ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+        else:
+            ax.legend(frameon=False, fontsize=7, loc="lower right")
     fig.suptitle(f"Accuracy vs compute — {_model_title(df)}", y=1.02)
     sns.despine(fig)
     return fig
@@ -164,9 +200,10 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.plot([lo, hi], [lo, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
-    palette = _token_palette(list(sp["num_tokens"].dropna().unique()))
+    sp["series"] = _series(sp)
+    palette = _palette(sp["series"])
     for _, r in sp.iterrows():
-        c, shaky = palette[int(r["num_tokens"])], not _reliable(r)
+        c, shaky = palette[r["series"]], not _reliable(r)
         lo, hi_ci = r.get("ci_low"), r.get("ci_high")
         if pd.notna(lo) and pd.notna(hi_ci):
             ax.errorbar(r["flops_speedup"], r["value"], lw=0, elinewidth=1, capsize=2, color=c,
@@ -174,8 +211,8 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
         ax.plot(r["flops_speedup"], r["value"], "o", color=c, mfc="white" if shaky else c)
         ax.annotate(f"p={r['position']:.3g}", (r["flops_speedup"], r["value"]),
                     textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
-    for s_tok, c in palette.items():
-        ax.plot([], [], "o", color=c, label=f"{s_tok} tokens")
+    for key, c in palette.items():
+        ax.plot([], [], "o", color=c, label=_label(key, palette, short=True))
     if not all(_reliable(r) for _, r in sp.iterrows()):
         ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
     dev = sp["device"].dropna().unique()

@@ -42,7 +42,7 @@ METRICS: dict[str, str] = {
     "estimate_seconds": "s",  # what the cost estimate predicted for it, before it ran
 }
 COLUMNS = [
-    "run_id", "model", "variant", "position", "block_index", "num_tokens", "stage", "metric",
+    "run_id", "model", "variant", "method", "position", "block_index", "num_tokens", "stage", "metric",
     "value", "unit", "dataset", "shots", "seed", "batch_size", "device", "dtype",
     "ci_low", "ci_high", "reliable",  # an interval for `value` where one is measured (speedup)
 ]  # fmt: skip
@@ -58,7 +58,9 @@ def make_row(variant: Any, stage: str, metric: str, value: float, **extra: Any) 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; add it to results.METRICS")
     return {
-        "model": variant.model, "variant": variant.name, "position": variant.position,
+        "model": variant.model, "variant": variant.name,
+        "method": None if variant.block_index is None else getattr(variant, "method", "tokenlearner"),
+        "position": variant.position,
         "block_index": variant.block_index, "num_tokens": variant.num_tokens, "stage": stage,
         "metric": metric, "value": float(value), "unit": METRICS[metric], **extra,
     }  # fmt: skip
@@ -185,6 +187,8 @@ def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         if col not in df:
             df[col] = None
     df = df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
+    older = df["method"].isna() & df["position"].notna()  # rows from before methods: TokenLearner's
+    df["method"] = df["method"].astype(object).where(~older, "tokenlearner")
     for col in INT_COLUMNS:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
     for col in ("position", "value", "ci_low", "ci_high"):

@@ -37,11 +37,14 @@ class SweepResult:
 
 
 def expand(config: SweepConfig) -> list[Variant]:
-    """The variants of a sweep: baseline first, then the (position x tokens) grid, deduplicated."""
+    """The variants of a sweep: baseline first, then each method's (position x tokens) grid,
+    deduplicated."""
     g, m = config.grid, config.model
     positions = None if g.positions == "all" else list(g.positions)
-    return make_variants(m.name, positions, list(g.tokens), baseline=g.baseline, version=g.version,
-                         fuser=g.fuser, img_size=m.img_size)  # fmt: skip
+    return [v for i, method in enumerate(g.methods)
+            for v in make_variants(m.name, positions, list(g.tokens), baseline=g.baseline and i == 0,
+                                   version=g.version, fuser=g.fuser, img_size=m.img_size,
+                                   method=method)]  # fmt: skip
 
 
 def stored_config(run_dir: str | Path) -> SweepConfig:
