@@ -47,14 +47,25 @@ def _series(df: pd.DataFrame) -> pd.Series:
     return pd.Series(list(zip(method, df["num_tokens"], strict=True)), index=df.index)
 
 
-def _palette(keys: pd.Series) -> dict[tuple[str, int], tuple]:
-    """A colour per (method, tokens), in a stable order."""
+REDUCER = "the reducer"
+MARKERS, LINES = ("o", "s", "^", "D"), ("-", "--", ":", "-.")
+
+
+def _palette(keys: pd.Series) -> dict[tuple[str, int], dict]:
+    """Line style per (method, tokens): with one method a colour per token count (the paper's
+    figure); with several a colour per method and a marker and dash per token count."""
     found = sorted({k for k in keys if not pd.isna(k[1])})
-    colors = sns.color_palette("colorblind", max(len(found), 1))
-    return {k: colors[i % len(colors)] for i, k in enumerate(found)}
+    methods, tokens = sorted({m for m, _ in found}), sorted({t for _, t in found})
+    if len(methods) <= 1:
+        colors = sns.color_palette("colorblind", max(len(tokens), 1))
+        return {k: dict(color=colors[tokens.index(k[1])], marker="o", ls="-") for k in found}
+    colors = sns.color_palette("colorblind", len(methods))
+    return {(m, t): dict(color=colors[methods.index(m) % len(colors)],
+                         marker=MARKERS[tokens.index(t) % 4], ls=LINES[tokens.index(t) % 4])
+            for m, t in found}  # fmt: skip
 
 
-def _label(key: tuple[str, int], keys: dict[tuple[str, int], tuple], short: bool = False) -> str:
+def _label(key: tuple[str, int], keys: dict[tuple[str, int], dict], short: bool = False) -> str:
     """'TokenLearner, 8 tokens'; '8 tokens' in a short legend when one method is shown."""
     method, tokens = key
     if short and len({m for m, _ in keys}) == 1:
@@ -65,7 +76,7 @@ def _label(key: tuple[str, int], keys: dict[tuple[str, int], tuple], short: bool
 def _where(df: pd.DataFrame) -> str:
     """What 'position' places: TokenLearner, or any of several reducers."""
     methods = {m for m, _ in _series(df[df["variant"] != "baseline"])}
-    return METHOD_LABELS.get(next(iter(methods)), "the reducer") if len(methods) == 1 else "the reducer"
+    return METHOD_LABELS.get(next(iter(methods)), REDUCER) if len(methods) == 1 else REDUCER
 
 
 def _model_title(df: pd.DataFrame) -> str:
@@ -90,13 +101,13 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
         if len(base):
             m, s = base.mean(), base.std(ddof=0)
             ax.axhspan(m - s, m + s, color=BASE_COLOR, alpha=0.15, lw=0, label="baseline ± std over seeds")
-            ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2, label=f"baseline (no {what})")
+            ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2,
+                       label=f"baseline (no {what})" if what != REDUCER else "baseline (no reduction)")
         reduced = sub[sub["variant"] != "baseline"]
         for key, g in reduced.groupby(_series(reduced)):
             stats = g.groupby("position")["value"].agg(["mean", "std"]).reset_index()
             ax.errorbar(stats["position"], stats["mean"] * 100, yerr=stats["std"].fillna(0) * 100,
-                        marker="o", ms=4, capsize=2.5, lw=1.5, color=palette[key],
-                        label=_label(key, palette))  # fmt: skip
+                        ms=4, capsize=2.5, lw=1.5, label=_label(key, palette), **palette[key])  # fmt: skip
         ax.set_title(f"{ds}, {k}-shot", fontsize=10)
         ax.set_xlim(-0.05, 1.05)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
@@ -105,7 +116,7 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
             ax.set_ylabel("few-shot accuracy (%)")
         if i == len(datasets) - 1:
             ax.set_xlabel(f"relative position p of {what}")
-    fig.suptitle(f"Few-shot linear probe vs {what} position — {_model_title(df)}")
+    fig.suptitle(f"Few-shot linear probe vs position of {what} — {_model_title(df)}")
     _legend(fig, axes)
     return fig
 
@@ -123,15 +134,15 @@ def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     palette = _palette(_series(tl))
     for key, sub in tl.groupby(_series(tl)):
         sub = sub.sort_values("position")
-        ax.plot(sub["position"], sub["value"], marker="o", ms=4, lw=1.5, color=palette[key],
-                label=_label(key, palette, short=True))  # fmt: skip
+        ax.plot(sub["position"], sub["value"], ms=4, lw=1.5, label=_label(key, palette, short=True),
+                **palette[key])  # fmt: skip
     ax.set_xlabel(f"relative position p of {_where(g)}")
     ax.set_ylabel("GFLOPs per image (1 MAC = 1 FLOP)")
     ax.set_ylim(bottom=0)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
     ax.set_title(f"Compute vs position — {_model_title(df)}", fontsize=10)
-    ax.legend(frameon=False, fontsize=8)
+    _axes_legend(ax, len(palette))
     sns.despine(fig)
     return fig
 
@@ -157,8 +168,9 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
         for _, r in pts.iterrows():
             is_base = r["variant"] == "baseline"
             ax.errorbar(r["gflops"], r["mean"] * 100, yerr=(0 if pd.isna(r["std"]) else r["std"] * 100),
-                        marker="*" if is_base else "o", ms=11 if is_base else 5, capsize=2,
-                        color=BASE_COLOR if is_base else palette[r["series"]], lw=0,
+                        marker="*" if is_base else palette[r["series"]]["marker"],
+                        ms=11 if is_base else 5, capsize=2, lw=0,
+                        color=BASE_COLOR if is_base else palette[r["series"]]["color"],
                         elinewidth=1)  # fmt: skip
             label = "baseline" if is_base else f"p={r['position']:.3g}"
             ax.annotate(label, (r["gflops"], r["mean"] * 100), textcoords="offset points",
@@ -166,8 +178,8 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
         front = pareto_front(pts["gflops"].to_numpy(), pts["mean"].to_numpy())
         ax.step(pts["gflops"].to_numpy()[front], pts["mean"].to_numpy()[front] * 100, where="post",
                 color="tab:red", lw=1, alpha=0.7, label="Pareto front")  # fmt: skip
-        for key, c in palette.items():
-            ax.plot([], [], "o", color=c, label=_label(key, palette))
+        for key, st in palette.items():
+            ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette))
         ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
         ax.margins(x=0.15, y=0.08)
         ax.set_xlabel("GFLOPs per image")
@@ -203,16 +215,16 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     sp["series"] = _series(sp)
     palette = _palette(sp["series"])
     for _, r in sp.iterrows():
-        c, shaky = palette[r["series"]], not _reliable(r)
+        c, m, shaky = palette[r["series"]]["color"], palette[r["series"]]["marker"], not _reliable(r)
         lo, hi_ci = r.get("ci_low"), r.get("ci_high")
         if pd.notna(lo) and pd.notna(hi_ci):
             ax.errorbar(r["flops_speedup"], r["value"], lw=0, elinewidth=1, capsize=2, color=c,
                         yerr=[[max(r["value"] - lo, 0)], [max(hi_ci - r["value"], 0)]])  # fmt: skip
-        ax.plot(r["flops_speedup"], r["value"], "o", color=c, mfc="white" if shaky else c)
+        ax.plot(r["flops_speedup"], r["value"], marker=m, ls="none", color=c, mfc="white" if shaky else c)
         ax.annotate(f"p={r['position']:.3g}", (r["flops_speedup"], r["value"]),
                     textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
-    for key, c in palette.items():
-        ax.plot([], [], "o", color=c, label=_label(key, palette, short=True))
+    for key, st in palette.items():
+        ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette, short=True))
     if not all(_reliable(r) for _, r in sp.iterrows()):
         ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
     dev = sp["device"].dropna().unique()
@@ -228,7 +240,7 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_aspect("equal")
     where = f"{_model_title(df)} on {dev[0]}" if len(dev) else _model_title(df)
     ax.set_title(f"Wall-clock vs FLOPs — {where}", fontsize=9)
-    ax.legend(frameon=False, fontsize=8)
+    _axes_legend(ax, len(palette))
     sns.despine(fig)
     return fig
 
@@ -292,9 +304,17 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str,
     return written
 
 
+def _axes_legend(ax: plt.Axes, series: int) -> None:
+    """Inside the axes for a few lines; beside them when several methods would cover the data."""
+    if series > 3:
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    else:
+        ax.legend(frameon=False, fontsize=8)
+
+
 def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False,
-               bbox_to_anchor=(0.5, -0.06))  # fmt: skip
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))  # fmt: skip  (below the axes, however many rows)
     sns.despine(fig)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
