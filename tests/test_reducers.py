@@ -210,3 +210,34 @@ def test_every_method_and_token_count_gets_its_own_line_style() -> None:
     assert len({(st["color"], st["marker"]) for st in styles.values()}) == len(keys)
     one = _palette(pd.Series([("tokenlearner", 8), ("tokenlearner", 16)]))
     assert one[("tokenlearner", 8)]["color"] != one[("tokenlearner", 16)]["color"]  # as before
+
+
+def test_off_the_shelf_inserts_each_reducer_into_the_trained_baseline(tmp_path: Path) -> None:
+    """quality.adapt = none: only the baseline trains. Random drop that keeps all N = 16 tokens
+    (in order) is the baseline itself: the same accuracy to the bit, which only holds if the
+    trained baseline's weights were loaded; keeping 4 is not."""
+    from tlbench import load_results
+    from tlbench.config import load_sweep
+    from tlbench.sweep import run_sweep
+
+    config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
+        "grid.methods=['random', 'pool']", "grid.positions=[0.5, 1]", "grid.tokens=[4, 16]",
+        "quality.adapt='none'", "speed.enabled=false", "quality.init_reference=false"])  # fmt: skip
+    df = load_results(run_sweep(config, tmp_path).run_dir)
+    acc = df[df["metric"] == "fewshot_acc"].set_index(["variant", "dataset", "shots", "seed"])["value"]
+    for same in ("random-p1-s16", "random-p0.5-s16", "pool-p0.5-s16"):
+        assert acc.loc[same].equals(acc.loc["baseline"]), same
+    assert not acc.loc["random-p0.5-s4"].equals(acc.loc["baseline"])
+    trained = set(df[df["metric"] == "adapt_seconds"]["variant"])
+    assert trained == {"baseline"}
+
+
+def test_off_the_shelf_without_a_baseline_is_refused(tmp_path: Path) -> None:
+    from tlbench.config import load_sweep
+    from tlbench.sweep import run_sweep
+
+    config = load_sweep(ROOT / "sweeps" / "smoke.toml",
+                        overrides=["quality.adapt='none'", "grid.baseline=false"])  # fmt: skip
+    with pytest.raises(ConfigError, match="trained baseline"):
+        run_sweep(config, tmp_path)
+    assert not any(tmp_path.rglob("rows.jsonl"))

@@ -33,6 +33,9 @@ class ModelConfig:
     checkpoint: str | None = None  # a local timm checkpoint instead of the hub
 
 
+ADAPT = ("scratch", "none")  # quality.adapt
+
+
 @dataclass(frozen=True)
 class GridConfig:
     # The paper's figure: start, 1/4, 1/2, 3/4 and the baseline. p = 1 (after the last block)
@@ -82,6 +85,10 @@ class QualityConfig:
     threads: int | None = 1
     init_reference: bool = False  # also probe the features before training (a pass per variant)
     save_every_s: float = 60.0  # partial training checkpoint interval (0: every step)
+    # How a reducer meets the model: "scratch" trains every variant with labels; "none" trains
+    # (or, with model.pretrained and steps = 0, loads) the baseline only, inserts each reducer
+    # into it and probes at once: the off-the-shelf question.
+    adapt: str = "scratch"
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,8 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("lr", f"must be a positive number, got {config.lr}")
         if not config.save_every_s >= 0:
             raise bad("save_every_s", f"must be >= 0, got {config.save_every_s}")
+        if config.adapt not in ADAPT:
+            raise bad("adapt", f"must be one of {', '.join(ADAPT)}, got {config.adapt!r}")
     if isinstance(config, SpeedConfig):
         if config.rounds is not None and config.rounds < 1:
             raise bad("rounds", f"must be >= 1, got {config.rounds}")

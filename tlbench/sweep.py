@@ -111,6 +111,9 @@ def check_inputs(config: SweepConfig) -> None:
     if q.enabled:
         for spec in ([q.train_data] if q.steps else []) + list(q.probe_data):
             check_spec(spec)
+        if q.adapt == "none" and q.steps and not config.grid.baseline:
+            raise ConfigError("quality.adapt = none inserts every reducer into the trained baseline: "
+                              "set grid.baseline = true (or quality.steps = 0 with model.pretrained)")
 
 
 def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Progress) -> SweepResult:
@@ -271,7 +274,8 @@ def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     runnable = []
     for v in order:
         try:
-            floor_check(v, info, q.steps, q.batch_size, device, q.budget_s, BUDGET_OPTION)
+            steps = 0 if q.adapt == "none" and not v.is_baseline else q.steps  # probe only
+            floor_check(v, info, steps, q.batch_size, device, q.budget_s, BUDGET_OPTION)
             runnable.append(v)
         except BudgetExceeded as e:
             book.skip(v, "quality", str(e))
@@ -309,39 +313,83 @@ def _train_and_probe(config: SweepConfig, runnable: list[Variant], book: Book, d
         else:
             book.done(v, "quality", out)
 
+    if q.adapt == "none":  # the baseline first; every reducer is then inserted into it
+        base = [v for v in runnable if v.is_baseline]
+        _run_units(config, base, book, device, workers, threads, step_s, finish)
+        backbone = trained_baseline(config, runnable[0].model, book.run_dir)
+        rest = [v for v in runnable if not v.is_baseline]
+        if backbone is None:
+            why = "no trained baseline to insert it into (its quality unit did not finish)"
+            for v in rest:
+                book.fail([v], "quality", Failure("MissingBaseline", why, ""))
+            return
+        _run_units(config, rest, book, device, workers, threads, step_s, finish, backbone)
+    else:
+        _run_units(config, runnable, book, device, workers, threads, step_s, finish)
+
+
+def _run_units(config: SweepConfig, units: list[Variant], book: Book, device: str, workers: int,
+               threads: int, step_s: dict[str, float], finish: Callable[..., None],
+               backbone: Path | None = None) -> None:  # fmt: skip
+    """Quality units in this process (one worker) or in a pool of spawned workers."""
+    if not units:
+        return
     if workers == 1:
-        for v in runnable:
+        for v in units:
             book.status(f"quality {v.name}")
             report = functools.partial(book.emit, "train", variant=v.name)
             try:
-                out = quality_unit(v, config, book.run_dir, device, step_s[v.name], report)
+                out = quality_unit(v, config, book.run_dir, device, step_s[v.name], report, backbone)
             except Exception as e:
                 out = Failure.of(e)
             finish(v, out)
         return
-    book.status(f"quality: {len(runnable)} variants on {workers} workers x {threads} threads")
+    workers = min(workers, len(units))
+    book.status(f"quality: {len(units)} variants on {workers} workers x {threads} threads")
     task = functools.partial(_quality_task, config=config, run_dir=book.run_dir, device=device,
-                             step_s=step_s)  # fmt: skip
+                             step_s=step_s, backbone=backbone)  # fmt: skip
     with WorkerPool(workers, threads, functools.partial(book.emit, "train")) as pool:
-        for v, out in pool.run(task, runnable):
+        for v, out in pool.run(task, units):
             finish(v, out)
+
+
+def trained_baseline(config: SweepConfig, model: str, run_dir: Path) -> Path | None:
+    """The baseline's finished training checkpoint in this run (quality.adapt = none inserts every
+    reducer into it); None if it has none. With 0 steps the baseline is not trained: the model's
+    own weights (pretrained or initial) are used, and the path is None too."""
+    from tlbench.adapt import is_finished
+    from tlbench.quality import checkpoint_name
+
+    q, m = config.quality, config.model
+    if not q.steps:
+        return None
+    init = Path(m.checkpoint).stem if m.checkpoint else "pretrained" if m.pretrained else "scratch"
+    base = Variant(model, None, None, None)
+    path = run_dir / "checkpoints" / checkpoint_name(base, q.train_data, q.steps, config.seed, init)
+    return path if is_finished(path) else None
 
 
 BUDGET_OPTION = "--set quality.budget_s"  # how a sweep's user raises the budget
 
 
 def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, step_s: float | None,
-                 report: Callable[..., None]) -> list[dict[str, Any]] | str:  # fmt: skip
-    """One variant's quality stage -> its rows, or the one-line reason it is over budget."""
+                 report: Callable[..., None], backbone: Path | None = None,
+                 ) -> list[dict[str, Any]] | str:  # fmt: skip
+    """One variant's quality stage -> its rows, or the one-line reason it is over budget.
+
+    With quality.adapt = none a reducer is not trained: it is inserted into `backbone` (the
+    trained baseline's checkpoint; None: the model's own weights) and probed at once."""
     from tlbench.adapt import BudgetExceeded
     from tlbench.quality import run_probe_variant
 
     q, m = config.quality, config.model
+    off_the_shelf = q.adapt == "none" and not v.is_baseline
     try:
         res = run_probe_variant(
-            v, train_data=q.train_data, probe_data=q.probe_data, steps=q.steps,
+            v, train_data=q.train_data, probe_data=q.probe_data, steps=0 if off_the_shelf else q.steps,
             batch_size=q.batch_size, lr=q.lr, shots=q.shots, seeds=q.seeds, l2_reg=q.l2_reg,
-            device=device, pretrained=m.pretrained, checkpoint_path=m.checkpoint,
+            device=device, pretrained=m.pretrained,
+            checkpoint_path=backbone if off_the_shelf and backbone is not None else m.checkpoint,
             img_size=m.img_size, budget_s=q.budget_s, init_reference=q.init_reference,
             checkpoint_dir=run_dir / "checkpoints", seed=config.seed, budget_option=BUDGET_OPTION,
             step_seconds=step_s, save_every_s=q.save_every_s,
@@ -364,14 +412,15 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, st
 
 
 def _quality_task(v: Variant, *, config: SweepConfig, run_dir: Path, device: str,
-                  step_s: dict[str, float]) -> list[dict[str, Any]] | str:  # fmt: skip
+                  step_s: dict[str, float], backbone: Path | None = None,
+                  ) -> list[dict[str, Any]] | str:  # fmt: skip
     """quality_unit in a worker process; progress goes to the parent every 5th step."""
 
     def report(**info: Any) -> None:
         if info.get("step", 0) % 5 == 0 or info.get("step") == info.get("steps"):
             send(variant=v.name, **info)
 
-    return quality_unit(v, config, run_dir, device, step_s.get(v.name), report)
+    return quality_unit(v, config, run_dir, device, step_s.get(v.name), report, backbone)
 
 
 def plan_workers(workers: int | str, threads: int | None, units: int, device: str) -> tuple[int, int]:
