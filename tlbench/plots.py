@@ -157,8 +157,10 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
     acc = acc[acc["shots"] == shots]
     flops = g.groupby("variant")["value"].first()
     datasets = sorted(acc["dataset"].dropna().unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets), 3.6), squeeze=False)
     palette = _palette(_series(acc[acc["variant"] != "baseline"]))
+    many = len(palette) > 2  # several methods: one legend, beside the last panel
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets) + 2 * many, 3.6),
+                             squeeze=False)  # fmt: skip
     for ax, ds in zip(axes[0], datasets, strict=True):
         sub = acc[acc["dataset"] == ds].assign(series=lambda d: _series(d))
         pts = sub.groupby(["variant", "position", "series"], dropna=False)
@@ -185,10 +187,10 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
         ax.set_xlabel("GFLOPs per image")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(ds, fontsize=10)
-        if len(palette) > 2:  # several methods: the legend would cover the points
-            ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-        else:
+        if not many:
             ax.legend(frameon=False, fontsize=7, loc="lower right")
+        elif ax is axes[0][-1]:
+            ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(f"Accuracy vs compute — {_model_title(df)}", y=1.02)
     sns.despine(fig)
     return fig
