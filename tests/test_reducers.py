@@ -241,3 +241,20 @@ def test_off_the_shelf_without_a_baseline_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="trained baseline"):
         run_sweep(config, tmp_path)
     assert not any(tmp_path.rglob("rows.jsonl"))
+
+
+@pytest.mark.parametrize("command", [
+    ["flops", "--model", "tiny", "--positions", "0.5", "--tokens", "4", "--format", "csv"],
+    ["bench", "--model", "tiny", "--positions", "0.5", "--tokens", "4", "--rounds", "2", "--format", "csv"],
+    ["probe", "--model", "tiny", "--position", "0.5", "--tokens", "4", "--steps", "0",
+     "--probe-data", "digits", "--shots", "1", "--seeds", "1"],
+])  # fmt: skip
+def test_method_option_reaches_every_command(command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from tlbench.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--method", "evit"])
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(app, [*command, "--method", "tome"])
+    assert bad.exit_code == 2 and "unknown token reduction method 'tome'" in bad.output
