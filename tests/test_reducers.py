@@ -12,7 +12,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.flops import analytic_flops, count_flops
+from tlbench.flops import analytic_flops, count_flops, count_flops_composed
 from tlbench.models import (
     Variant,
     build_model,
@@ -258,3 +258,17 @@ def test_method_option_reaches_every_command(command: list[str]) -> None:
     assert result.exit_code == 0, result.output
     bad = CliRunner().invoke(app, [*command, "--method", "tome"])
     assert bad.exit_code == 2 and "unknown token reduction method 'tome'" in bad.output
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_counting_part_by_part_equals_counting_the_whole_model(model: str) -> None:
+    """The fast path (each distinct module and token count traced once, shared by the variants)
+    gives fvcore's whole-model count, operator by operator, for every method and placement."""
+    variants = [make_variant(model)] + [v for m in METHODS for v in _variants(model, m)]
+    models = build_sharing(variants)
+    cache: dict = {}
+    for v in variants:
+        whole, parts = count_flops(models[v.name]), count_flops_composed(models[v.name], cache=cache)
+        assert (parts.by_operator, parts.zero_ops) == (whole.by_operator, whole.zero_ops), v.name
+        assert parts.params_m == whole.params_m
+    assert len(cache) < sum(len(m.blocks) + 2 for m in models.values()) / 2  # parts are reused

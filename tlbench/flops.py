@@ -113,27 +113,102 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None,
     Count the eager model, never a compiled one (fvcore cannot trace it, and FlopCounterMode
     perturbs it: pytorch/pytorch#140909).
     """
+    x = torch.randn(1, in_chans, *_hw(model, img_size), device=next(model.parameters()).device)
+    by_operator, unsupported = _fvcore(model, x)
+    return _report(model, by_operator, unsupported)
+
+
+def count_flops_composed(model: nn.Module, img_size: int | tuple[int, int] | None = None,
+                         in_chans: int = 3, cache: dict | None = None) -> FlopReport:  # fmt: skip
+    """count_flops, part by part: the stem, each entry of `model.blocks` in turn, the head, each
+    traced once per (structure, input shape) in `cache` and summed.
+
+    A grid of variants repeats the same blocks at a few token counts, so with one cache shared
+    by the variants of a model the cost grows with the distinct (module, token count) pairs, not
+    with the variants. Equal to count_flops (tests check it for every method)."""
+    cache = {} if cache is None else cache
+    device = next(model.parameters()).device
+    by_operator: Counter[str] = Counter()
+    unsupported: Counter[str] = Counter()
+    shape = (1, in_chans, *_hw(model, img_size))
+    for part in [_Stem(model), *model.blocks, _Head(model)]:
+        key = (_signature(part), shape)
+        if key not in cache:
+            x = torch.randn(shape, device=device)
+            ops, unknown = _fvcore(part, x)
+            with torch.no_grad():  # one part at batch 1: the next part's input shape
+                out = tuple(part.eval()(x).shape)
+            cache[key] = ops, unknown, out
+        ops, unknown, shape = cache[key]
+        by_operator.update(ops)
+        unsupported.update(unknown)
+    return _report(model, dict(by_operator), dict(unsupported))
+
+
+class _Stem(nn.Module):
+    """What timm's forward_features does before the blocks."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        return v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
+
+
+class _Head(nn.Module):
+    """What follows the blocks: the final norm, the pool and the classifier."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_head(self.vit.norm(x))
+
+
+def _signature(module: nn.Module) -> tuple:
+    """What decides a module's FLOPs at a given input shape: its classes, parameter shapes and
+    plain settings (token counts, versions, grids), submodule by submodule."""
+    if isinstance(module, (_Stem, _Head)):  # shared by the variants of a model (build_sharing)
+        v = module.vit
+        parts = (v.patch_embed, v.norm_pre) if isinstance(module, _Stem) else (v.norm, v.head)
+        return (type(module).__name__, *map(id, parts), v.num_prefix_tokens, v.global_pool)
+    out = []
+    for name, m in module.named_modules():
+        plain = tuple(sorted((k, v) for k, v in vars(m).items()
+                             if not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple))))  # fmt: skip
+        params = tuple((n, tuple(p.shape)) for n, p in m.named_parameters(recurse=False))
+        out.append((name, type(m).__qualname__, plain, params))
+    return tuple(out)
+
+
+def _hw(model: nn.Module, img_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    size = tuple(model.patch_embed.img_size) if img_size is None else img_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _fvcore(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], dict[str, int]]:
+    """fvcore's MACs per operator, and the operators it could not count (with their calls)."""
     with warnings.catch_warnings():  # fvcore's import touches the deprecated torch.jit.script
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
-    if img_size is None:
-        img_size = tuple(model.patch_embed.img_size)
-    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
-    device = next(model.parameters()).device
-    x = torch.randn(1, in_chans, h, w, device=device)
-    was_training = model.training
-    model.eval()
+    was_training = module.training
+    module.eval()
     try:
-        analysis = FlopCountAnalysis(model, x)
+        analysis = FlopCountAnalysis(module, x)
         analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
         analysis.set_op_handle("aten::einsum", einsum_flop_jit)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
-        by_operator = {op: int(n) for op, n in analysis.by_operator().items()}
-        unsupported = analysis.unsupported_ops()
+        return {op: int(n) for op, n in analysis.by_operator().items()}, dict(analysis.unsupported_ops())
     finally:
-        model.train(was_training)
+        module.train(was_training)
+
+
+def _report(model: nn.Module, by_operator: dict[str, int], unsupported: dict[str, int]) -> FlopReport:
     allowed = ZERO_COST_OPS | reducer_zero_cost_ops(model)
     unknown = sorted(op for op in unsupported if op not in allowed)
     if unknown:
@@ -206,13 +281,15 @@ def iter_variant_flops(variants: list[Variant], img_size: int | None = None) -> 
         return
     info = model_info(variants[0].model, img_size)
     models = build_sharing(variants, img_size)
+    cache: dict = {}  # shared: each distinct (module, token count) is traced once
     for v in variants:
-        yield variant_flops(info, v, models[v.name])
+        yield variant_flops(info, v, models[v.name], cache)
 
 
-def variant_flops(info: ModelInfo, variant: Variant, model: nn.Module) -> VariantFlops:
-    """fvcore and analytic count of one built variant (a sweep counts each on its own)."""
-    rep = count_flops(model, info.img_size, info.in_chans)
+def variant_flops(info: ModelInfo, variant: Variant, model: nn.Module, cache: dict | None = None) -> VariantFlops:
+    """fvcore and analytic count of one built variant; pass one `cache` for the variants of a
+    model to trace each distinct part once (count_flops_composed)."""
+    rep = count_flops_composed(model, info.img_size, info.in_chans, cache)
     return VariantFlops(
         model=info.name, variant=variant.name, position=variant.position,
         block_index=variant.block_index, num_tokens=variant.num_tokens, img_size=info.img_size[0],

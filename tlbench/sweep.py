@@ -198,9 +198,10 @@ def _compute(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     except Exception as e:
         book.fail(todo, "compute", Failure.of(e))
         return
+    cache: dict = {}  # each distinct (module, token count) traced once for all variants
     for v in todo:
         try:
-            r = variant_flops(info, v, models[v.name])
+            r = variant_flops(info, v, models[v.name], cache)
         except Exception as e:
             book.fail([v], "compute", Failure.of(e))
             continue
