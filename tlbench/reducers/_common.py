@@ -3,11 +3,12 @@ the insertion that builds a new `blocks` container, and their token schedule."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 
+from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule
 
 if TYPE_CHECKING:
@@ -51,7 +52,35 @@ def plain_label(variant: Variant) -> str:
 
 def only_defaults(method: str, variant: Variant) -> None:
     """Methods other than TokenLearner take no version and no fuser."""
-    from tlbench.errors import ConfigError
-
     if variant.version != "1.1" or variant.fuser:
         raise ConfigError(f"{method} has no TokenLearner version or TokenFuser; drop those options")
+
+
+class BeforeBlockReducer:
+    """A method that maps the N patch tokens to S between blocks k-1 and k: a subclass names
+    itself and gives the module (`make`) and its own MACs (`module_macs`)."""
+
+    method: ClassVar[str]
+    where: ClassVar[str] = "before_block"
+    needs: ClassVar[frozenset[str]] = frozenset()
+    trains: ClassVar[bool] = False
+    zero_cost_ops: ClassVar[dict[str, str]] = {}
+
+    def make(self, info: ModelInfo, variant: Variant, grid: tuple[int, int]) -> nn.Module:
+        raise NotImplementedError
+
+    def module_macs(self, info: ModelInfo, variant: Variant, norms: bool) -> int:
+        return 0
+
+    def check(self, info: ModelInfo, variant: Variant) -> None:
+        only_defaults(self.method, variant)
+
+    def label(self, variant: Variant) -> str:
+        return plain_label(variant)
+
+    def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
+        return before_block_schedule(info, variant, self.module_macs(info, variant, norms))
+
+    def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
+        layer = self.make(info, variant, tuple(model.patch_embed.grid_size))
+        return insert_before_block(model, variant.block_index, PatchTokensLayer(layer, info.num_prefix_tokens))

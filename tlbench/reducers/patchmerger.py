@@ -11,14 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from tlbench.reducers import TokenSchedule, register_reducer
-from tlbench.reducers._common import (
-    PatchTokensLayer,
-    before_block_schedule,
-    insert_before_block,
-    only_defaults,
-    plain_label,
-)
+from tlbench.reducers import register_reducer
+from tlbench.reducers._common import BeforeBlockReducer
 
 if TYPE_CHECKING:
     from tlbench.models import ModelInfo, Variant
@@ -38,23 +32,13 @@ class PatchMerger(nn.Module):
 
 
 @register_reducer
-class PatchMergerReducer:
+class PatchMergerReducer(BeforeBlockReducer):
     method: ClassVar[str] = "patchmerger"
-    where: ClassVar[str] = "before_block"
-    needs: ClassVar[frozenset[str]] = frozenset()
-    trains: ClassVar[bool] = True
-    zero_cost_ops: ClassVar[dict[str, str]] = {}  # its softmax is on flops.ZERO_COST_OPS
+    trains: ClassVar[bool] = True  # S learned queries; its softmax is on flops.ZERO_COST_OPS
 
-    def check(self, info: ModelInfo, variant: Variant) -> None:
-        only_defaults(self.method, variant)
+    def module_macs(self, info: ModelInfo, variant: Variant, norms: bool) -> int:
+        n, d = info.num_patches, info.embed_dim
+        return (5 * n * d if norms else 0) + 2 * variant.num_tokens * n * d  # LN, logits, sum
 
-    def label(self, variant: Variant) -> str:
-        return plain_label(variant)
-
-    def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
-        n, d, s = info.num_patches, info.embed_dim, variant.num_tokens
-        return before_block_schedule(info, variant, (5 * n * d if norms else 0) + 2 * s * n * d)
-
-    def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
-        merger = PatchMerger(info.embed_dim, variant.num_tokens)
-        return insert_before_block(model, variant.block_index, PatchTokensLayer(merger, info.num_prefix_tokens))
+    def make(self, info: ModelInfo, variant: Variant, grid: tuple[int, int]) -> nn.Module:
+        return PatchMerger(info.embed_dim, variant.num_tokens)

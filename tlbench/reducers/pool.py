@@ -15,14 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.reducers import TokenSchedule, register_reducer
-from tlbench.reducers._common import (
-    PatchTokensLayer,
-    before_block_schedule,
-    insert_before_block,
-    only_defaults,
-    plain_label,
-)
+from tlbench.reducers import register_reducer
+from tlbench.reducers._common import BeforeBlockReducer, only_defaults
 
 if TYPE_CHECKING:
     from tlbench.models import ModelInfo, Variant
@@ -51,12 +45,9 @@ class GridPool(nn.Module):
 
 
 @register_reducer
-class PoolReducer:
+class PoolReducer(BeforeBlockReducer):
     method: ClassVar[str] = "pool"
-    where: ClassVar[str] = "before_block"
     needs: ClassVar[frozenset[str]] = frozenset({"grid"})
-    trains: ClassVar[bool] = False
-    zero_cost_ops: ClassVar[dict[str, str]] = {}  # fvcore counts the pooling: 1 per input element
 
     def check(self, info: ModelInfo, variant: Variant) -> None:
         only_defaults(self.method, variant)
@@ -64,14 +55,8 @@ class PoolReducer:
         if pooled_grid(variant.num_tokens, grid) is None:
             raise ConfigError(f"pool: {variant.num_tokens} tokens do not tile the {grid[0]}x{grid[1]} grid")
 
-    def label(self, variant: Variant) -> str:
-        return plain_label(variant)
+    def module_macs(self, info: ModelInfo, variant: Variant, norms: bool) -> int:
+        return info.num_patches * info.embed_dim  # fvcore: one per input element of the pooling
 
-    def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
-        return before_block_schedule(info, variant, info.num_patches * info.embed_dim)
-
-    def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
-        grid = tuple(model.patch_embed.grid_size)
-        pool = GridPool(grid, pooled_grid(variant.num_tokens, grid))
-        return insert_before_block(model, variant.block_index, PatchTokensLayer(pool, info.num_prefix_tokens))
-
+    def make(self, info: ModelInfo, variant: Variant, grid: tuple[int, int]) -> nn.Module:
+        return GridPool(grid, pooled_grid(variant.num_tokens, grid))

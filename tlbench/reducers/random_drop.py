@@ -12,14 +12,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from tlbench.reducers import TokenSchedule, register_reducer
-from tlbench.reducers._common import (
-    PatchTokensLayer,
-    before_block_schedule,
-    insert_before_block,
-    only_defaults,
-    plain_label,
-)
+from tlbench.reducers import register_reducer
+from tlbench.reducers._common import BeforeBlockReducer
 
 if TYPE_CHECKING:
     from tlbench.models import ModelInfo, Variant
@@ -39,11 +33,8 @@ class RandomDrop(nn.Module):
 
 
 @register_reducer
-class RandomReducer:
+class RandomReducer(BeforeBlockReducer):
     method: ClassVar[str] = "random"
-    where: ClassVar[str] = "before_block"
-    needs: ClassVar[frozenset[str]] = frozenset()
-    trains: ClassVar[bool] = False
     zero_cost_ops: ClassVar[dict[str, str]] = {
         "aten::rand": "random scores, one draw per token",
         "aten::argsort": "ranking N scores per image: no multiply-adds",
@@ -51,15 +42,5 @@ class RandomReducer:
         "aten::gather": "copying the kept tokens (fvcore ignores it silently; listed here)",
     }
 
-    def check(self, info: ModelInfo, variant: Variant) -> None:
-        only_defaults(self.method, variant)
-
-    def label(self, variant: Variant) -> str:
-        return plain_label(variant)
-
-    def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
-        return before_block_schedule(info, variant, 0)
-
-    def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
-        layer = PatchTokensLayer(RandomDrop(variant.num_tokens), info.num_prefix_tokens)
-        return insert_before_block(model, variant.block_index, layer)
+    def make(self, info: ModelInfo, variant: Variant, grid: tuple[int, int]) -> nn.Module:
+        return RandomDrop(variant.num_tokens)
