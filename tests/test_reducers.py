@@ -272,3 +272,19 @@ def test_counting_part_by_part_equals_counting_the_whole_model(model: str) -> No
         assert (parts.by_operator, parts.zero_ops) == (whole.by_operator, whole.zero_ops), v.name
         assert parts.params_m == whole.params_m
     assert len(cache) < sum(len(m.blocks) + 2 for m in models.values()) / 2  # parts are reused
+
+
+def test_off_the_shelf_with_zero_steps_probes_the_models_own_weights(tmp_path: Path) -> None:
+    """adapt = none with 0 steps (a pretrained model's case): nothing trains, nothing is missing."""
+    from tlbench import load_results
+    from tlbench.config import load_sweep
+    from tlbench.sweep import run_sweep
+
+    config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
+        "grid.methods=['random']", "grid.positions=[0.5]", "grid.tokens=[16]", "quality.steps=0",
+        "quality.adapt='none'", "speed.enabled=false"])  # fmt: skip
+    res = run_sweep(config, tmp_path)
+    assert not res.failed
+    acc = load_results(res.run_dir).query("metric == 'fewshot_acc'")
+    acc = acc.set_index(["variant", "dataset", "shots", "seed"])["value"]
+    assert acc.loc["random-p0.5-s16"].equals(acc.loc["baseline"])  # all 16 kept: the same model

@@ -319,7 +319,7 @@ def _train_and_probe(config: SweepConfig, runnable: list[Variant], book: Book, d
         _run_units(config, base, book, device, workers, threads, step_s, finish)
         backbone = trained_baseline(config, runnable[0].model, book.run_dir)
         rest = [v for v in runnable if not v.is_baseline]
-        if backbone is None:
+        if backbone is None and q.steps:  # (0 steps: the model's own weights, nothing to load)
             why = "no trained baseline to insert it into (its quality unit did not finish)"
             for v in rest:
                 book.fail([v], "quality", Failure("MissingBaseline", why, ""))
