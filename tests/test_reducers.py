@@ -288,3 +288,19 @@ def test_off_the_shelf_with_zero_steps_probes_the_models_own_weights(tmp_path: P
     acc = load_results(res.run_dir).query("metric == 'fewshot_acc'")
     acc = acc.set_index(["variant", "dataset", "shots", "seed"])["value"]
     assert acc.loc["random-p0.5-s16"].equals(acc.loc["baseline"])  # all 16 kept: the same model
+
+
+@pytest.mark.parametrize("method", ["topk", "evit"])
+def test_register_tokens_are_not_a_class_token(method: str) -> None:
+    """A model with 4 registers and no class token (timm's *_reg4_gap): the score is the mean
+    attention received, not register 0's row, and FLOPs still equal the analytic count."""
+    name, img = "vit_medium_patch16_reg4_gap_256", 64
+    info = model_info(name, img)
+    assert (info.num_prefix_tokens, info.class_token) == (4, False)
+    v = make_variant(name, 0.5, 4, img_size=img, method=method)
+    net = build_model(v, img_size=img, num_classes=info.num_classes)
+    assert net.blocks[v.block_index].use_cls is False
+    attn, mlp, out = _seen_tokens(net, torch.randn(1, 3, img, img))
+    sched = token_schedule(info, v)
+    assert (tuple(attn), tuple(mlp), out) == (sched.attn_tokens, sched.mlp_tokens, sched.tokens_out)
+    assert count_flops(net).flops == analytic_flops(info, v)

@@ -89,6 +89,7 @@ class ModelInfo:
     num_patches: int
     num_prefix_tokens: int
     num_classes: int
+    class_token: bool = False  # the first prefix token is a class token (others are registers)
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ def model_info(name: str, img_size: int | None = None) -> ModelInfo:
         num_patches=m.patch_embed.num_patches,
         num_prefix_tokens=m.num_prefix_tokens,
         num_classes=m.num_classes,
+        class_token=m.cls_token is not None,
     )
 
 

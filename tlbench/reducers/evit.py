@@ -73,4 +73,4 @@ class EViTReducer:
         return in_block_schedule(info, variant, score_macs(info) + fuse)
 
     def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
-        return wrap_block(model, variant.block_index, KeepAndFuse(variant.num_tokens), info.num_prefix_tokens)
+        return wrap_block(model, info, variant.block_index, KeepAndFuse(variant.num_tokens))

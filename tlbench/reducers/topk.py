@@ -1,10 +1,10 @@
 """Top-K token pruning inside block k (as EViT, Liang et al., ICLR 2022, without the fusion).
 
 After block k's attention, keep the S patch tokens the class token attends to most (its attention
-row, mean over heads), then run the MLP on what is kept. For a model without a class token the
-score is the mean attention each token receives (over every query and head), which costs an
-explicit QK^T at block k, counted. Attention itself stays fused (SDPA); the score is computed
-beside it from the same q and k.
+row, mean over heads), then run the MLP on what is kept. For a model without a class token
+(register tokens are not one) the score is the mean attention each token receives (over every
+query and head), which costs an explicit QK^T at block k, counted. Attention itself stays fused
+(SDPA); the score is computed beside it from the same q and k.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def attention_with_scores(attn: nn.Module, x: torch.Tensor, use_cls: bool) -> tu
 def score_macs(info: ModelInfo) -> int:
     """The score's own multiply-adds: q_cls . K^T, or the whole Q K^T without a class token."""
     n = info.num_prefix_tokens + info.num_patches
-    return n * info.embed_dim if info.num_prefix_tokens else n * n * info.embed_dim
+    return n * info.embed_dim if info.class_token else n * n * info.embed_dim
 
 
 class ReducedBlock(nn.Module):
@@ -50,13 +50,14 @@ class ReducedBlock(nn.Module):
 
     Wraps the block; the block itself is shared and left as it is."""
 
-    def __init__(self, block: nn.Module, select: nn.Module, num_prefix_tokens: int) -> None:
+    def __init__(self, block: nn.Module, select: nn.Module, num_prefix_tokens: int, use_cls: bool) -> None:
         super().__init__()
         self.block, self.select, self.num_prefix_tokens = block, select, num_prefix_tokens
+        self.use_cls = use_cls  # score by the class token's row; else by mean attention received
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blk, p = self.block, self.num_prefix_tokens
-        a, scores = attention_with_scores(blk.attn, blk.norm1(x), use_cls=p > 0)
+        a, scores = attention_with_scores(blk.attn, blk.norm1(x), use_cls=self.use_cls)
         x = x + blk.drop_path1(blk.ls1(a))
         kept = torch.cat([x[:, :p], self.select(x[:, p:], scores[:, p:])], dim=1) if p else self.select(x, scores)
         return kept + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(kept))))
@@ -97,7 +98,7 @@ class TopKReducer:
         return in_block_schedule(info, variant, score_macs(info))
 
     def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
-        return wrap_block(model, variant.block_index, TopK(variant.num_tokens), info.num_prefix_tokens)
+        return wrap_block(model, info, variant.block_index, TopK(variant.num_tokens))
 
 
 def in_block_check(method: str, info: ModelInfo, variant: Variant) -> None:
@@ -117,9 +118,10 @@ def in_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> To
     return TokenSchedule(attn, mlp, p + s, module_macs)
 
 
-def wrap_block(model: nn.Module, k: int, select: nn.Module, num_prefix_tokens: int) -> nn.Module:
+def wrap_block(model: nn.Module, info: ModelInfo, k: int, select: nn.Module) -> nn.Module:
     """Block k becomes a ReducedBlock around it, in a new `blocks` container."""
     blocks = list(model.blocks)
-    blocks[k] = ReducedBlock(blocks[k], select.to(model.pos_embed.device), num_prefix_tokens)
+    select = select.to(model.pos_embed.device)
+    blocks[k] = ReducedBlock(blocks[k], select, info.num_prefix_tokens, info.class_token)
     model.blocks = nn.Sequential(*blocks)
     return model
