@@ -272,6 +272,9 @@ def test_counting_part_by_part_equals_counting_the_whole_model(model: str) -> No
         assert (parts.by_operator, parts.zero_ops) == (whole.by_operator, whole.zero_ops), v.name
         assert parts.params_m == whole.params_m
     assert len(cache) < sum(len(m.blocks) + 2 for m in models.values()) / 2  # parts are reused
+    trained = build_model(variants[1]).train()
+    count_flops_composed(trained)
+    assert all(m.training for m in trained.modules())  # counting leaves the mode as it was
 
 
 def test_off_the_shelf_with_zero_steps_probes_the_models_own_weights(tmp_path: Path) -> None:

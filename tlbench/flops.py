@@ -136,8 +136,10 @@ def count_flops_composed(model: nn.Module, img_size: int | tuple[int, int] | Non
         if key not in cache:
             x = torch.randn(shape, device=device)
             ops, unknown = _fvcore(part, x)
+            was_training = part.training
             with torch.no_grad():  # one part at batch 1: the next part's input shape
                 out = tuple(part.eval()(x).shape)
+            part.train(was_training)
             cache[key] = ops, unknown, out
         ops, unknown, shape = cache[key]
         by_operator.update(ops)
