@@ -321,7 +321,7 @@ Unit = tuple[str, str, str]  # model, variant, stage
 
 
 def _run_values(
-    run_dir: str | Path, per_shots: bool = True
+    run_dir: str | Path, per_shots: bool
 ) -> tuple[dict[Key, tuple[float, int]], set[Unit]]:
     """A run's compared values, key -> (mean over its rows: seeds, and shots unless per_shots;
     row count), and its units of the compared stages (present with any row, compared or not)."""

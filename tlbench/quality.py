@@ -121,6 +121,11 @@ def probe_features(
     return out
 
 
+def backbone_init(checkpoint_path: str | Path | None, pretrained: bool) -> str:
+    """What a backbone starts from, as checkpoint names record it: a file's stem, or the hub."""
+    return Path(checkpoint_path).stem if checkpoint_path else "pretrained" if pretrained else "scratch"
+
+
 def checkpoint_name(variant: Variant, train_data: str, steps: int, seed: int, init: str) -> str:
     """A file name that keys the training run: model, variant, data, steps, seed, initial weights."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{train_data}-{init}").strip("_")
@@ -203,9 +208,7 @@ def run_probe_variant(
         raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {l2_reg!r}")
     parse_spec(train_data)  # an unknown name fails now, even when steps == 0
     info = model_info(variant.model, img_size)
-    init = (
-        Path(checkpoint_path).stem if checkpoint_path else "pretrained" if pretrained else "scratch"
-    )
+    init = backbone_init(checkpoint_path, pretrained)
     ckpt = None
     if checkpoint_dir is not None and steps:
         ckpt = Path(checkpoint_dir) / checkpoint_name(variant, train_data, steps, seed, init)

@@ -275,7 +275,7 @@ def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     runnable = []
     for v in order:
         try:
-            steps = 0 if q.adapt == "none" and not v.is_baseline else q.steps  # probe only
+            steps = 0 if off_the_shelf(config, v) else q.steps  # probe only
             floor_check(v, info, steps, q.batch_size, device, q.budget_s, BUDGET_OPTION)
             runnable.append(v)
         except BudgetExceeded as e:
@@ -359,18 +359,23 @@ def trained_baseline(config: SweepConfig, model: str, run_dir: Path) -> Path | N
     reducer into it); None if it has none. With 0 steps the baseline is not trained: the model's
     own weights (pretrained or initial) are used, and the path is None too."""
     from tlbench.adapt import is_finished
-    from tlbench.quality import checkpoint_name
+    from tlbench.quality import backbone_init, checkpoint_name
 
     q, m = config.quality, config.model
     if not q.steps:
         return None
-    init = Path(m.checkpoint).stem if m.checkpoint else "pretrained" if m.pretrained else "scratch"
+    init = backbone_init(m.checkpoint, m.pretrained)
     base = Variant(model, None, None, None)
     path = run_dir / "checkpoints" / checkpoint_name(base, q.train_data, q.steps, config.seed, init)
     return path if is_finished(path) else None
 
 
 BUDGET_OPTION = "--set quality.budget_s"  # how a sweep's user raises the budget
+
+
+def off_the_shelf(config: SweepConfig, v: Variant) -> bool:
+    """quality.adapt = none: this variant is not trained, only inserted into the baseline."""
+    return config.quality.adapt == "none" and not v.is_baseline
 
 
 def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, step_s: float | None,
@@ -384,13 +389,13 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, st
     from tlbench.quality import run_probe_variant
 
     q, m = config.quality, config.model
-    off_the_shelf = q.adapt == "none" and not v.is_baseline
+    inserted = off_the_shelf(config, v)
     try:
         res = run_probe_variant(
-            v, train_data=q.train_data, probe_data=q.probe_data, steps=0 if off_the_shelf else q.steps,
+            v, train_data=q.train_data, probe_data=q.probe_data, steps=0 if inserted else q.steps,
             batch_size=q.batch_size, lr=q.lr, shots=q.shots, seeds=q.seeds, l2_reg=q.l2_reg,
             device=device, pretrained=m.pretrained,
-            checkpoint_path=backbone if off_the_shelf and backbone is not None else m.checkpoint,
+            checkpoint_path=backbone if inserted and backbone is not None else m.checkpoint,
             img_size=m.img_size, budget_s=q.budget_s, init_reference=q.init_reference,
             checkpoint_dir=run_dir / "checkpoints", seed=config.seed, budget_option=BUDGET_OPTION,
             step_seconds=step_s, save_every_s=q.save_every_s,

@@ -3,6 +3,7 @@ the insertion that builds a new `blocks` container, and their token schedule."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -56,7 +57,7 @@ def only_defaults(method: str, variant: Variant) -> None:
         raise ConfigError(f"{method} has no TokenLearner version or TokenFuser; drop those options")
 
 
-class BeforeBlockReducer:
+class BeforeBlockReducer(ABC):
     """A method that maps the N patch tokens to S between blocks k-1 and k: a subclass names
     itself and gives the module (`make`) and its own MACs (`module_macs`)."""
 
@@ -66,8 +67,9 @@ class BeforeBlockReducer:
     trains: ClassVar[bool] = False
     zero_cost_ops: ClassVar[dict[str, str]] = {}
 
+    @abstractmethod
     def make(self, info: ModelInfo, variant: Variant, grid: tuple[int, int]) -> nn.Module:
-        raise NotImplementedError
+        """The module that maps [B, N, C] patch tokens to [B, S, C]."""
 
     def module_macs(self, info: ModelInfo, variant: Variant, norms: bool) -> int:
         return 0

@@ -7,12 +7,14 @@ go in a timm ViT and what they cost. Variant names are the ones tlbench has alwa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
 from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule, register_reducer
+from tlbench.reducers._common import before_block_schedule, insert_before_block, plain_label
 from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ class TokenLearnerReducer:
             )
 
     def label(self, variant: Variant) -> str:
-        name = f"p{variant.position:.4g}-s{variant.num_tokens}"
+        name = plain_label(variant)
         if variant.version != "1.1":
             name += f"-v{variant.version}"
         return name + ("-fuser" if variant.fuser else "")
@@ -51,14 +53,13 @@ class TokenLearnerReducer:
         """Blocks before k see P + N tokens, blocks from k on P + S. Without the fuser the sequence
         stays at P + S to the pool; with it, every block from k on learns S tokens, runs on them
         and fuses back, so P + N tokens reach the pool."""
-        p, n, depth = info.num_prefix_tokens, info.num_patches, info.depth
         k, s = variant.block_index, variant.num_tokens
-        tokens = (p + n,) * k + (p + s,) * (depth - k)
-        learners = depth - k if variant.fuser else 1
-        macs = learners * self.learner_macs(info, s, variant.version, norms)
-        if variant.fuser:
-            macs += (depth - k) * self.fuser_macs(info, s, norms)
-        return TokenSchedule(tokens, tokens, p + n if variant.fuser else p + s, macs)
+        if not variant.fuser:
+            return before_block_schedule(info, variant, self.learner_macs(info, s, variant.version, norms))
+        layers = info.depth - k  # each learns, runs its block on S tokens and fuses back
+        macs = layers * (self.learner_macs(info, s, variant.version, norms) + self.fuser_macs(info, s, norms))
+        sched = before_block_schedule(info, variant, macs)
+        return dataclasses.replace(sched, tokens_out=info.num_prefix_tokens + info.num_patches)
 
     def learner_macs(self, info: ModelInfo, s: int, version: str, norms: bool = True) -> int:
         """LN, the masking (v1.1: MLP C -> 64 -> S; v1.0: four 3x3 convs) and the weighted sum."""
@@ -78,7 +79,6 @@ class TokenLearnerReducer:
     def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
         """Insert a fresh TokenLearner as block k (later blocks shift by one), or wrap blocks
         k..depth-1 as TokenFuserBlock (scenic's EncoderModFuser)."""
-        blocks = list(model.blocks)
         dim, k, s = info.embed_dim, variant.block_index, variant.num_tokens
         grid = tuple(model.patch_embed.grid_size)
         prefix, device = info.num_prefix_tokens, model.pos_embed.device
@@ -86,11 +86,11 @@ class TokenLearnerReducer:
         def learner() -> TokenLearner:
             return TokenLearner(dim, s, variant.version, self.bottleneck_dim, grid).to(device)
 
-        if variant.fuser:
-            for i in range(k, len(blocks)):
-                fuser = TokenFuser(dim, s, self.bottleneck_dim).to(device)
-                blocks[i] = TokenFuserBlock(blocks[i], learner(), fuser, prefix)
-        else:
-            blocks.insert(k, TokenLearnerLayer(learner(), prefix))
+        if not variant.fuser:
+            return insert_before_block(model, k, TokenLearnerLayer(learner(), prefix))
+        blocks = list(model.blocks)
+        for i in range(k, len(blocks)):
+            fuser = TokenFuser(dim, s, self.bottleneck_dim).to(device)
+            blocks[i] = TokenFuserBlock(blocks[i], learner(), fuser, prefix)
         model.blocks = nn.Sequential(*blocks)
         return model
