@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tlbench.adapt import BudgetExceeded
 from tlbench.cli import app
+from tlbench.errors import ConfigError
 from tlbench.quality import run_probe, summary_rows
 
 FAST = {
@@ -19,6 +20,7 @@ FAST = {
     "batch_size": 16,
     "shots": [1, 3],
     "seeds": 2,
+    "init_reference": True,
 }
 FAST_CLI = [
     "-m",
@@ -37,6 +39,7 @@ FAST_CLI = [
     "1,3",
     "--seeds",
     "2",
+    "--init-reference",
 ]
 
 
@@ -61,8 +64,18 @@ def test_zero_steps_probes_initial_features_only() -> None:
 
 
 def test_over_budget_is_skipped_with_the_estimate() -> None:
-    with pytest.raises(BudgetExceeded, match=r"estimated at .* --budget 0"):
+    with pytest.raises(BudgetExceeded, match=r"estimated at .* over the budget of 0 s$"):
         run_probe("tiny", 0.5, 4, steps=1000, budget_s=1e-6, **FAST)
+
+
+def test_cli_probe_over_budget_names_its_own_option() -> None:
+    result = CliRunner().invoke(app, ["probe", *FAST_CLI, "--steps", "1000", "--budget", "0.000001"])
+    assert result.exit_code == 2 and "run it anyway with --budget 0" in result.output, result.output
+
+
+def test_unknown_quality_setting_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="unknown quality setting in \\['stepz'\\]"):
+        run_probe("tiny", 0.5, 4, stepz=3)
 
 
 def test_cli_probe_json() -> None:
@@ -112,7 +125,7 @@ def test_hopeless_budget_is_refused_from_flops_before_building(monkeypatch) -> N
         raise AssertionError("the FLOP floor must refuse before any model is built")
 
     monkeypatch.setattr(tlbench.quality, "build_model", no_build)
-    with pytest.raises(BudgetExceeded, match=r"from its FLOPs.*--budget 0"):
+    with pytest.raises(BudgetExceeded, match=r"from its FLOPs.*over the budget"):
         run_probe("vit_b16", 0.25, 8, steps=400, budget_s=60, device="cpu")
 
 

@@ -205,10 +205,10 @@ def test_a_failing_unit_keeps_the_others_and_resume_retries_it(tmp_path: Path, m
 
     real = tlbench.quality.run_probe_variant
 
-    def flaky(v, **kw):  # noqa: ANN001, ANN003, ANN202
+    def flaky(v, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
         if v.name == "p0.5-s4":
             raise RuntimeError("boom\nsecond line of the message")
-        return real(v, **kw)
+        return real(v, *args, **kw)
 
     monkeypatch.setattr(tlbench.quality, "run_probe_variant", flaky)
     args = ["sweep", str(SMOKE), "--out", str(tmp_path), "--set", "speed.enabled=false"]

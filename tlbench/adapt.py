@@ -31,7 +31,18 @@ ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss)
 
 
 class BudgetExceeded(TLBenchError):
-    """The estimated time of a stage is over the budget; the message says how to run it anyway."""
+    """The estimated time of a stage is over the budget. The library does not know how its caller
+    sets the budget (`--budget N`, `--set quality.budget_s=N`): `advice(option)` says it."""
+
+    def __init__(self, message: str, estimate_s: float) -> None:
+        super().__init__(message)
+        self.estimate_s = estimate_s
+
+    def advice(self, option: str) -> str:
+        """The message, then how to run anyway with the caller's own `option`."""
+        sep = "=" if " " in option else " "  # "--set quality.budget_s=N" vs "--budget N"
+        return (f"{self}; run it anyway with {option}{sep}0 (no limit) or "
+                f"{option}{sep}{math.ceil(self.estimate_s * 1.25)}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,9 +142,12 @@ def _config(
     seed: int,
     data: ImageSet,
     model: nn.Module,
+    teacher: str | None = None,
 ) -> dict:
     variant = getattr(model, "tl_variant", None)
+    objective = {} if teacher is None else {"objective": f"distill:{teacher}"}  # labels: no key
     return {
+        **objective,
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,
@@ -160,8 +174,11 @@ def train(
     callback: ProgressFn | None = None,
     num_workers: int = 0,
     save_every_s: float = 60.0,
+    teacher: nn.Module | None = None,
+    teacher_id: str = "teacher",
 ) -> TrainResult:
-    """Train `model` in place on `data` (classification, cross-entropy); leaves it in eval mode.
+    """Train `model` in place on `data`, on its labels (cross-entropy) or, with a `teacher`,
+    without them (distill_loss); leaves it in eval mode. Only parameters that require grad train.
 
     Args:
         model: a timm ViT whose head has `data.num_classes` outputs (already on `device` or not).
@@ -174,13 +191,18 @@ def train(
         num_workers: DataLoader workers for lazy (folder/torchvision) data.
         save_every_s: with a checkpoint_path, also save the run in progress this often (0: every
             step), so a killed run resumes from its last save; resumed runs end bit-identical.
+        teacher: a frozen model whose outputs the student matches (labels unused); one forward of
+            it per step. teacher_id names it in the recipe, so a cache never mixes teachers.
 
     Returns:
         TrainResult.
     """
     device = torch.device(device)
     model.to(device)
-    config = _config(steps, batch_size, lr, weight_decay, warmup_frac, seed, data, model)
+    config = _config(steps, batch_size, lr, weight_decay, warmup_frac, seed, data, model,
+                     None if teacher is None else teacher_id)  # fmt: skip
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     ckpt = _load(path, device)
     if ckpt is not None:
@@ -222,10 +244,13 @@ def train(
     for step, (x, y) in enumerate(batches, start=done):
         x = random_shift(x.to(device, non_blocking=True), round(img_size / 16), shift_gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = F.cross_entropy(model(normalize(x)), y.to(device))
+            if teacher is None:
+                loss = F.cross_entropy(model(normalize(x)), y.to(device))
+            else:
+                loss = distill_loss(model, teacher, normalize(x))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
@@ -248,6 +273,26 @@ def train(
         _save(path, model, config, result)
         partial.unlink(missing_ok=True)
     return result
+
+
+def outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre-logits [B, D], logits [B, K]) of a timm ViT in one forward."""
+    pre = model.forward_head(model.forward_features(x), pre_logits=True)
+    return pre, model.head(pre)
+
+
+def distill_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Label-free retrofit: 1 - cosine of the pre-logits plus KL(teacher || student) of the logits.
+
+    The cosine keeps the features a probe reads; the KL keeps the classifier's decisions. Both are
+    0 when the student computes what the teacher does."""
+    with torch.no_grad():
+        t_pre, t_logits = outputs(teacher, x)
+    s_pre, s_logits = outputs(student, x)
+    cos = 1 - F.cosine_similarity(s_pre.float(), t_pre.float(), dim=-1).mean()
+    kl = F.kl_div(s_logits.float().log_softmax(-1), t_logits.float().log_softmax(-1),
+                  log_target=True, reduction="batchmean")  # fmt: skip
+    return cos + kl
 
 
 def is_finished(path: str | Path) -> bool:
@@ -368,16 +413,9 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def check_budget(estimate_s: float, budget_s: float | None, what: str, option: str = "--budget") -> None:
-    """Raise BudgetExceeded (one line: the estimate and how to run anyway) if over a positive budget.
-
-    `option` is how the caller's user sets the budget (`--budget` for probe, a sweep key otherwise).
-    """
+def check_budget(estimate_s: float, budget_s: float | None, what: str) -> None:
+    """Raise BudgetExceeded (one line: the estimate against the budget) if over a positive budget."""
     if budget_s is None or budget_s <= 0 or estimate_s <= budget_s:
         return
-    sep = "=" if " " in option else " "  # "--set quality.budget_s=N" vs "--budget N"
-    raise BudgetExceeded(
-        f"{what} is estimated at {format_seconds(estimate_s)}, over the budget of "
-        f"{format_seconds(budget_s)}; run it anyway with {option}{sep}0 (no limit) or "
-        f"{option}{sep}{math.ceil(estimate_s * 1.25)}"
-    )
+    raise BudgetExceeded(f"{what} is estimated at {format_seconds(estimate_s)}, over the budget of "
+                         f"{format_seconds(budget_s)}", estimate_s)  # fmt: skip

@@ -17,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tlbench.config import QualityConfig
 from tlbench.errors import ConfigError, TLBenchError
 
+Q = QualityConfig()  # `probe` takes its option defaults from the one record of quality settings
 METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk or evit "
                "(tlbench/reducers/); S is the number of tokens it keeps.")
 app = typer.Typer(
@@ -479,22 +481,22 @@ def probe(
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
-    train_data: str = typer.Option("mnist", help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
-    probe_data: str = typer.Option("digits,mnist", help="Probe sets, comma list; each is tested on its own held-out split."),
-    steps: int = typer.Option(400, help="Training steps (0: probe the initial weights only)."),
-    batch_size: int = typer.Option(64, help="Training batch size."),
-    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, warm-up + cosine)."),
-    shots: str = typer.Option("1,5,10,25", help="Shots per class, comma list."),
-    seeds: int = typer.Option(3, help="Support-set draws per shot count (nested draws)."),
-    l2_reg: str = typer.Option("1024", help="Ridge lambda, or 'cv' to pick it on the support set."),
-    device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda or cuda:N."),
+    train_data: str = typer.Option(Q.train_data, help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
+    probe_data: str = typer.Option(",".join(Q.probe_data), help="Probe sets, comma list; each is tested on its own held-out split."),
+    steps: int = typer.Option(Q.steps, help="Training steps (0: probe the initial weights only)."),
+    batch_size: int = typer.Option(Q.batch_size, help="Training batch size."),
+    lr: float = typer.Option(Q.lr, help="Peak learning rate (AdamW, warm-up + cosine)."),
+    shots: str = typer.Option(",".join(map(str, Q.shots)), help="Shots per class, comma list."),
+    seeds: int = typer.Option(Q.seeds, help="Support-set draws per shot count (nested draws)."),
+    l2_reg: str = typer.Option(f"{Q.l2_reg:g}", help="Ridge lambda, or 'cv' to pick it on the support set."),
+    device: str = typer.Option(Q.device, help="auto (CUDA if present), cpu, cuda or cuda:N."),
     pretrained: bool = typer.Option(False, help="Start the backbone from timm weights (TokenLearner fresh)."),
     checkpoint: Path | None = typer.Option(None, help="Local timm checkpoint for the backbone."),
     img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
-    budget: float = typer.Option(600.0, help="Skip if the estimated seconds exceed this; 0 = no limit."),
+    budget: float = typer.Option(Q.budget_s, help="Skip if the estimated seconds exceed this; 0 = no limit."),
     checkpoint_dir: Path | None = typer.Option(None, help="Keep trained weights here; a rerun loads them."),
     download: bool = typer.Option(False, help="Let torchvision datasets download (needs network)."),
-    init_reference: bool = typer.Option(True, "--init-reference/--no-init-reference", help="Also probe the features before training."),
+    init_reference: bool = typer.Option(Q.init_reference, "--init-reference/--no-init-reference", help="Also probe the features before training."),
     threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
@@ -517,12 +519,16 @@ def probe(
             TimeElapsedColumn,
         )
 
+        from tlbench.adapt import BudgetExceeded
         from tlbench.quality import run_probe, summary_rows
         from tlbench.throughput import resolve_device
 
         if threads:
             torch.set_num_threads(threads)
-        dev = str(resolve_device(device))
+        quality = QualityConfig(train_data=train_data, probe_data=tuple(probes), steps=steps,
+                                batch_size=batch_size, lr=lr, shots=tuple(shot_list), seeds=seeds,
+                                l2_reg=lam, device=str(resolve_device(device)), budget_s=budget,
+                                init_reference=init_reference)  # fmt: skip
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console) as bar:  # fmt: skip
             task = bar.add_task("train", total=max(steps, 1), info="", visible=False)
@@ -535,18 +541,20 @@ def probe(
                     bar.reset(task, total=total, completed=step - 1, visible=True)
                 bar.update(task, completed=step, info=f"loss {loss:.3f}")
 
-            result = run_probe(
-                model, position, tokens, version=version, fuser=fuser, method=method, train_data=train_data, probe_data=probes, steps=steps,
-                batch_size=batch_size, lr=lr, shots=shot_list, seeds=seeds, l2_reg=lam, device=dev,
-                pretrained=pretrained, checkpoint_path=checkpoint, img_size=img_size,
-                budget_s=budget, init_reference=init_reference, checkpoint_dir=checkpoint_dir,
-                download=download, callback=on_step, status=lambda text: bar.console.print(text, highlight=False),
-            )  # fmt: skip
+            try:
+                result = run_probe(
+                    model, position, tokens, version=version, fuser=fuser, method=method, quality=quality,
+                    pretrained=pretrained, checkpoint_path=checkpoint, img_size=img_size,
+                    checkpoint_dir=checkpoint_dir, download=download, callback=on_step,
+                    status=lambda text: bar.console.print(text, highlight=False),
+                )  # fmt: skip
+            except BudgetExceeded as e:
+                raise BudgetExceeded(e.advice("--budget"), e.estimate_s) from None
     v, tr = result.variant, result.train
     caption = "accuracy: mean ± std over seeds (held-out test split). init: features before training."
     if tr is not None:
         how = "loaded from checkpoint" if tr.loaded else f"{tr.train_s:.0f} s, {tr.ms_per_step:.0f} ms/step"
-        caption += f" Trained {tr.steps} steps on {train_data} ({how}), final loss {tr.final_loss:.3f}."
+        caption += f" Trained {tr.steps} steps on {quality.train_data} ({how}), final loss {tr.final_loss:.3f}."
     table = Table(title=f"{v.model} {v.name}: few-shot linear probe", caption=caption)
     rows = summary_rows(result)
     stages = [s for s in ("init", "trained") if f"{s}_mean" in rows[0]]

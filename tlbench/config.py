@@ -33,7 +33,7 @@ class ModelConfig:
     checkpoint: str | None = None  # a local timm checkpoint instead of the hub
 
 
-ADAPT = ("scratch", "none")  # quality.adapt
+ADAPT = ("scratch", "none", "distill")  # quality.adapt
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ class SpeedConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
+    """The quality stage's knobs, the one place their defaults live: sweeps, `tlbench probe` and
+    tlbench.quality all take this record whole."""
+
     enabled: bool = True
     train_data: str = "mnist"  # pre-training set: built-in, folder:PATH, or cifar10:ROOT ...
     probe_data: tuple[str, ...] = ("digits", "mnist")  # transfer probe + in-domain held-out probe
@@ -75,7 +78,7 @@ class QualityConfig:
     lr: float = 3e-3
     shots: tuple[int, ...] = (1, 5, 10, 25)  # big_vision's
     seeds: int = 3
-    l2_reg: float = 1024.0  # 2**10, big_vision's
+    l2_reg: float | str = 1024.0  # 2**10, big_vision's; "cv": picked on each support set
     device: str = "auto"
     budget_s: float | None = 900.0  # skip a variant whose estimated cost is above this
     workers: int | str = "auto"  # parallel training processes on a CPU; auto: cores // threads
@@ -87,8 +90,11 @@ class QualityConfig:
     save_every_s: float = 60.0  # partial training checkpoint interval (0: every step)
     # How a reducer meets the model: "scratch" trains every variant with labels; "none" trains
     # (or, with model.pretrained and steps = 0, loads) the baseline only, inserts each reducer
-    # into it and probes at once: the off-the-shelf question.
+    # into it and probes at once: the off-the-shelf question; "distill" does the same, then
+    # retrofits each variant without labels: the reducer and the blocks from k on learn to match
+    # the baseline's pre-logits and logits for distill_steps steps (the blocks before k frozen).
     adapt: str = "scratch"
+    distill_steps: int = 100
 
 
 @dataclass(frozen=True)
@@ -249,9 +255,9 @@ def _validate(config: Any, where: str, prefix: str) -> None:
         if config.dtype not in ("float32", "bfloat16", "float16"):
             raise bad("dtype", f"must be float32, bfloat16 or float16, got {config.dtype!r}")
     if isinstance(config, QualityConfig):
-        for key in ("steps", "batch_size", "seeds"):
-            if getattr(config, key) < (0 if key == "steps" else 1):
-                raise bad(key, f"must be {'>= 0' if key == 'steps' else 'positive'}")
+        for key in ("steps", "distill_steps", "batch_size", "seeds"):
+            if getattr(config, key) < (0 if "steps" in key else 1):
+                raise bad(key, f"must be {'>= 0' if 'steps' in key else 'positive'}")
         if config.workers != "auto" and (isinstance(config.workers, str) or config.workers < 1):
             raise bad("workers", f"must be a positive integer or 'auto', got {config.workers!r}")
         if config.threads is not None and config.threads < 1:
@@ -260,8 +266,8 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("shots", "must be positive integers")
         if not config.probe_data:
             raise bad("probe_data", "needs at least one dataset")
-        if not config.l2_reg > 0 or config.l2_reg == float("inf"):
-            raise bad("l2_reg", f"must be a positive number, got {config.l2_reg}")
+        if config.l2_reg != "cv" and (isinstance(config.l2_reg, str) or not 0 < config.l2_reg < float("inf")):
+            raise bad("l2_reg", f"must be a positive number or 'cv', got {config.l2_reg!r}")
         if not config.lr > 0 or config.lr == float("inf"):
             raise bad("lr", f"must be a positive number, got {config.lr}")
         if not config.save_every_s >= 0:

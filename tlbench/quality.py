@@ -9,6 +9,8 @@ probed too, so a reader can see what the training bought.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tlbench.adapt import (
@@ -31,11 +34,10 @@ from tlbench.adapt import (
     measure_step_seconds,
     train,
 )
-from tlbench.data import ImageSet, load_splits, parse_spec
+from tlbench.config import QualityConfig
+from tlbench.data import ImageSet, iter_batches, load_splits, normalize, parse_spec
 from tlbench.errors import ConfigError
 from tlbench.fewshot import (
-    L2_REG,
-    SHOTS,
     FewShotRecord,
     check_shots,
     extract_features,
@@ -44,15 +46,7 @@ from tlbench.fewshot import (
 )
 from tlbench.flops import analytic_flops
 from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info
-
-TRAIN_DATA = "mnist"
-PROBE_DATA = ("digits", "mnist")
-# 400 steps at batch 64 train vit_cpu12's baseline in about a minute on 2 cores (146-154 ms/step,
-# measured): its features then beat random init clearly on the in-domain mnist probe (10-shot
-# 0.58-0.66 vs 0.28), not yet on the digits transfer probe (0.51 vs 0.55), which needs ~600 steps
-# at batch 128 (0.78; shared/reference/cpu-demo-feasibility.md). 200 x 128 stays on the plateau.
-STEPS = 400
-BATCH_SIZE = 64
+from tlbench.throughput import resolve_device
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,9 @@ class ProbeResult:
     train: TrainResult | None
     estimate_s: float  # the whole stage: training + feature extraction
     train_estimate_s: float  # training alone: compare with train.train_s
+    # quality.adapt = distill: stage ("init": off the shelf, "trained": distilled) -> (top-1
+    # agreement with the teacher, mean pre-logit cosine) on the training set's held-out split
+    agreement: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 def probe_features(
@@ -141,116 +138,132 @@ def run_probe(
     version: str = "1.1",
     fuser: bool = False,
     method: str = "tokenlearner",
-    **kwargs: Any,
-) -> ProbeResult:
-    """`run_probe_variant` for the variant (model_name, method, position, num_tokens); None = baseline."""
-    variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
-                           img_size=img_size, method=method)  # fmt: skip
-    return run_probe_variant(variant, img_size=img_size, **kwargs)
-
-
-def run_probe_variant(
-    variant: Variant,
-    *,
-    train_data: str = TRAIN_DATA,
-    probe_data: Sequence[str] = PROBE_DATA,
-    steps: int = STEPS,
-    batch_size: int = BATCH_SIZE,
-    lr: float = 3e-3,
-    shots: Sequence[int] = SHOTS,
-    seeds: int | Sequence[int] = 3,
-    l2_reg: float | str = L2_REG,
-    device: str = "cpu",
+    quality: QualityConfig | None = None,
     pretrained: bool = False,
     checkpoint_path: str | Path | None = None,
-    img_size: int | None = None,
-    budget_s: float | None = None,
-    init_reference: bool = True,
     checkpoint_dir: str | Path | None = None,
     download: bool = False,
     seed: int = 0,
     callback: ProgressFn | None = None,
     status: Callable[[str], None] | None = None,
-    budget_option: str = "--budget",
-    step_seconds: float | None = None,
-    save_every_s: float = 60.0,
+    **knobs: Any,
 ) -> ProbeResult:
-    """Train one variant on `train_data` for `steps` steps, then few-shot probe its frozen features.
+    """`run_probe_variant` for (model_name, method, position, num_tokens); position None = baseline.
+
+    For a notebook: `knobs` replace fields of `quality` (default: the built-in study's record),
+    e.g. run_probe("vit_cpu6", 0.25, steps=100, train_data="digits")."""
+    variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
+                           img_size=img_size, method=method)  # fmt: skip
+    try:
+        q = dataclasses.replace(quality or QualityConfig(), **knobs)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(QualityConfig))
+        raise ConfigError(f"unknown quality setting in {sorted(knobs)}; known: {known}") from None
+    return run_probe_variant(variant, q, pretrained=pretrained, checkpoint_path=checkpoint_path,
+                             img_size=img_size, checkpoint_dir=checkpoint_dir, download=download,
+                             seed=seed, callback=callback, status=status)  # fmt: skip
+
+
+def run_probe_variant(
+    variant: Variant,
+    quality: QualityConfig | None = None,
+    *,
+    pretrained: bool = False,
+    checkpoint_path: str | Path | None = None,
+    img_size: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    download: bool = False,
+    seed: int = 0,
+    callback: ProgressFn | None = None,
+    status: Callable[[str], None] | None = None,
+    step_seconds: float | None = None,
+) -> ProbeResult:
+    """Adapt one variant (train, distill or nothing, by quality.adapt), then few-shot probe its
+    frozen features.
 
     Args:
         variant: from tlbench.models.make_variant(s).
-        train_data, probe_data: dataset specs (tlbench.data.parse_spec); several probe sets allowed.
-        steps, batch_size, lr, seed: training (0 steps: probe the initial weights only).
-        shots, seeds, l2_reg: the probe grid; seeds is a count or explicit seeds; l2_reg may be "cv".
-        device: torch device string.
+        quality: the stage's settings, whole (tlbench.config.QualityConfig; None: the defaults).
+            quality.adapt decides what a reducer variant gets: "scratch" trains it with labels for
+            `steps`; "none" probes it as inserted into the backbone; "distill" inserts it, then
+            trains it for `distill_steps` to match the backbone (the teacher) without labels. The
+            baseline always trains with labels (0 steps: the backbone as it is).
         pretrained, checkpoint_path: timm hub weights or a local timm checkpoint for the backbone
-            (the TokenLearner always starts fresh).
+            (and the teacher). A reducer's own parameters always start fresh.
         img_size: model input size (default: the model's).
-        budget_s: raise BudgetExceeded if the estimate is over it (None or <= 0: no limit).
-        init_reference: also probe the features before training.
         checkpoint_dir: one checkpoint per variant here; a finished one is loaded, not redone.
         download: let torchvision datasets download (needs network).
+        seed: training seed (the probe's support draws are quality.seeds).
         callback: training progress, (step, steps, loss).
         status: one-line phase messages (the estimate first), for a CLI to show.
-        budget_option: how the caller's user raises the budget, named in the skip message.
         step_seconds: seconds per training step, if the caller measured it (a sweep measures one
             model and scales by FLOPs); None: measured here at the real batch size.
-        save_every_s: partial checkpoint interval while training (0: every step).
 
     Returns:
-        ProbeResult with one record per (stage, dataset, shots, seed).
+        ProbeResult with one record per (stage, dataset, shots, seed); stage "init" is the probe
+        before adaptation (with distill: the reducer off the shelf), "trained" after it.
     """
+    q = quality or QualityConfig()
     say = status or (lambda text: None)
-    seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    if not shots or min(shots) < 1 or not seeds or steps < 0:
+    seeds = list(range(q.seeds)) if isinstance(q.seeds, int) else list(q.seeds)
+    distill = q.adapt == "distill" and not variant.is_baseline
+    steps = adapt_steps(q, variant)
+    if not q.shots or min(q.shots) < 1 or not seeds or steps < 0:
         raise ConfigError("shots must be positive, steps >= 0, and at least one seed is needed")
-    if l2_reg != "cv" and not (isinstance(l2_reg, (int, float)) and 0 < l2_reg < float("inf")):
-        raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {l2_reg!r}")
-    parse_spec(train_data)  # an unknown name fails now, even when steps == 0
+    if q.l2_reg != "cv" and (isinstance(q.l2_reg, str) or not 0 < q.l2_reg < float("inf")):
+        raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {q.l2_reg!r}")
+    parse_spec(q.train_data)  # an unknown name fails now, even when steps == 0
+    device = str(resolve_device(q.device))
     info = model_info(variant.model, img_size)
     init = backbone_init(checkpoint_path, pretrained)
     ckpt = None
     if checkpoint_dir is not None and steps:
-        ckpt = Path(checkpoint_dir) / checkpoint_name(variant, train_data, steps, seed, init)
+        tag = "distill-" if distill else ""
+        ckpt = Path(checkpoint_dir) / checkpoint_name(variant, q.train_data, steps, seed, tag + init)
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
-    floor_check(variant, info, todo, batch_size, device, budget_s, budget_option)
-    what = _what(variant, todo, device)
+    floor_check(variant, info, todo, q.batch_size, device, q.budget_s)
+    what = _what(variant, todo, device, "distillation" if distill else "training")
     size = info.img_size[0]
-    probes = [load_splits(spec, img_size=size, download=download) for spec in probe_data]
+    probes = [load_splits(spec, img_size=size, download=download) for spec in q.probe_data]
     for tr, _ in probes:
-        check_shots(tr, shots)
-    train_set = load_splits(train_data, img_size=size, download=download)[0] if steps else None
+        check_shots(tr, q.shots)
+    train_set = load_splits(q.train_data, img_size=size, download=download)[0] if steps else None
     torch.manual_seed(seed)  # the same initial backbone for every variant of a model
     num_classes = (train_set or probes[0][0]).num_classes
-    model = build_model(
-        variant,
-        img_size=img_size,
-        pretrained=pretrained,
-        num_classes=num_classes,
-        checkpoint_path=checkpoint_path,
-    )
+    build = functools.partial(build_model, img_size=img_size, pretrained=pretrained,
+                              num_classes=num_classes, checkpoint_path=checkpoint_path)  # fmt: skip
+    model = build(variant)
+    teacher = build(Variant(variant.model, None, None, None)) if distill else None
 
     # Estimate: measured step time x steps (0 if a finished checkpoint exists), plus feature
-    # extraction at ~1/3 of a training step per image (forward only).
+    # extraction at ~1/3 of a training step per image (forward only). A distillation step adds
+    # one forward of the teacher, ~1/3 of its training step (taken as the student's).
     if step_seconds is None:
-        hopeless = budget_s / max(todo, 1) * 10 if budget_s and budget_s > 0 else None
-        step_s = measure_step_seconds(model, train_set or probes[0][0], batch_size, device,
+        hopeless = q.budget_s / max(todo, 1) * 10 if q.budget_s and q.budget_s > 0 else None
+        step_s = measure_step_seconds(model, train_set or probes[0][0], q.batch_size, device,
                                       give_up_s=hopeless)  # fmt: skip
     else:
         step_s = step_seconds
-    images = sum(len(support_union(tr.labels, shots, seeds)) + len(te) for tr, te in probes)
-    passes = 1 + (init_reference and steps > 0)
-    estimate = todo * step_s + passes * images * step_s / batch_size / 3
-    check_budget(estimate, budget_s, what, budget_option)
+    images = sum(len(support_union(tr.labels, q.shots, seeds)) + len(te) for tr, te in probes)
+    init_probe = (q.init_reference or distill) and steps > 0
+    passes = 1 + init_probe
+    estimate = todo * step_s * (4 / 3 if distill else 1) + passes * images * step_s / q.batch_size / 3
+    check_budget(estimate, q.budget_s, what)
     say(f"{what}: estimated {format_seconds(estimate)} ({1000 * step_s:.0f} ms per training step)")
 
-    kw: dict[str, Any] = {"shots": shots, "seeds": seeds, "l2_reg": l2_reg, "device": device}
+    kw: dict[str, Any] = {"shots": q.shots, "seeds": seeds, "l2_reg": q.l2_reg, "device": device}
     stages: list[tuple[str, list[FewShotRecord]]] = []
     result = None
+    agreement: dict[str, tuple[float, float]] = {}
+    held_out = load_splits(q.train_data, img_size=size, download=download)[1] if distill else None
     if train_set is not None:
-        if init_reference:
-            say("probing the initial features")
+        if init_probe:
+            say("probing the features before " + ("distillation" if distill else "training"))
             stages.append(("init", probe_features(model.to(device), probes, **kw)))
+            if distill:
+                agreement["init"] = teacher_agreement(model, teacher, held_out, device)
+        if distill:
+            freeze_before(model, variant.block_index)
         workers = (
             min(8, os.cpu_count() or 1) if train_set.images is None and "cuda" in device else 0
         )
@@ -258,15 +271,19 @@ def run_probe_variant(
             model,
             train_set,
             steps=steps,
-            batch_size=batch_size,
-            lr=lr,
+            batch_size=q.batch_size,
+            lr=q.lr,
             seed=seed,
             device=device,
             checkpoint_path=ckpt,
             callback=callback,
             num_workers=workers,
-            save_every_s=save_every_s,
+            save_every_s=q.save_every_s,
+            teacher=teacher,
+            teacher_id=init,
         )
+        if distill:
+            agreement["trained"] = teacher_agreement(model, teacher, held_out, device)
     say("probing the trained features" if steps else "probing the features")
     stages.append(("trained" if steps else "init", probe_features(model.to(device), probes, **kw)))
     records = tuple(
@@ -287,15 +304,56 @@ def run_probe_variant(
         for stage, recs in stages
         for r in recs
     )
-    return ProbeResult(variant, records, result, float(estimate), float(todo * step_s))
+    return ProbeResult(variant, records, result, float(estimate), float(todo * step_s), agreement)
 
 
-def _what(variant: Variant, steps: int, device: str) -> str:
-    return f"{variant.model} {variant.name} ({steps} training steps + probe on {device})"
+def adapt_steps(quality: QualityConfig, variant: Variant) -> int:
+    """Training steps of a variant under quality.adapt: a reducer inserted off the shelf gets none."""
+    if variant.is_baseline or quality.adapt == "scratch":
+        return quality.steps
+    return quality.distill_steps if quality.adapt == "distill" else 0
+
+
+def freeze_before(model: nn.Module, k: int | None) -> None:
+    """Freeze the patch embedding, the prefix tokens, the position embedding and blocks[:k]: a
+    reducer at k leaves them as the teacher has them, so only the reducer and what follows learn.
+    (A reducer's `blocks` container holds the untouched blocks 0..k-1 first, whatever its kind.)"""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    frozen = [model.patch_embed, *list(model.blocks)[: k or 0]]
+    for module in frozen:
+        module.requires_grad_(False)
+    for name in ("cls_token", "reg_token", "pos_embed"):
+        if isinstance(getattr(model, name, None), nn.Parameter):
+            getattr(model, name).requires_grad_(False)
+
+
+@torch.no_grad()
+def teacher_agreement(student: nn.Module, teacher: nn.Module, data: ImageSet, device: str,
+                      batch_size: int = 256) -> tuple[float, float]:  # fmt: skip
+    """(top-1 agreement, mean pre-logit cosine) of student and teacher on `data`: how much of the
+    teacher a retrofitted variant keeps, label-free."""
+    from tlbench.adapt import outputs
+
+    student.to(device).eval()
+    teacher.to(device).eval()
+    img_size, in_chans = input_shape(student)
+    same = cos = 0.0
+    idx = np.arange(len(data))
+    for x, _ in iter_batches(data, idx, batch_size, img_size=img_size, in_chans=in_chans):
+        x = normalize(x.to(device))
+        (s_pre, s_logits), (t_pre, t_logits) = outputs(student, x), outputs(teacher, x)
+        same += (s_logits.argmax(-1) == t_logits.argmax(-1)).sum().item()
+        cos += F.cosine_similarity(s_pre, t_pre, dim=-1).sum().item()
+    return same / len(data), cos / len(data)
+
+
+def _what(variant: Variant, steps: int, device: str, kind: str = "training") -> str:
+    return f"{variant.model} {variant.name} ({steps} {kind} steps + probe on {device})"
 
 
 def floor_check(variant: Variant, info: ModelInfo, steps: int, batch_size: int, device: str,
-                budget_s: float | None, budget_option: str = "--budget") -> None:  # fmt: skip
+                budget_s: float | None) -> None:  # fmt: skip
     """BudgetExceeded if even a FLOP lower bound on training is over the budget.
 
     Instant (no model is built), so a hopeless run, ViT-B/16 training on a CPU, is refused in a
@@ -303,7 +361,7 @@ def floor_check(variant: Variant, info: ModelInfo, steps: int, batch_size: int, 
     """
     floor = flops_floor_seconds(analytic_flops(info, variant), steps, batch_size, device)
     what = f"{_what(variant, steps, device)}, from its FLOPs at this device's matmul peak,"
-    check_budget(floor, budget_s, what, budget_option)
+    check_budget(floor, budget_s, what)
 
 
 def step_seconds_by_flops(

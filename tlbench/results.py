@@ -37,6 +37,8 @@ METRICS: dict[str, str] = {
     "latency_ms": "ms",  # median per batch
     "speedup": "x",  # throughput / baseline throughput, timed interleaved in the same run
     "fewshot_acc": "acc",  # fraction in [0, 1]
+    "teacher_agreement": "acc",  # distilled variants: top-1 agreement with the baseline (teacher)
+    "teacher_cosine": "cos",  # and mean cosine of the pre-logits, on held-out training-set images
     "adapt_loss": "loss",
     "adapt_seconds": "s",  # wall time of the training stage
     "estimate_seconds": "s",  # what the cost estimate predicted for it, before it ran

@@ -10,6 +10,7 @@ time (files.RunLock), and `--resume` retries every unit that is not done.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Sequence
@@ -111,8 +112,8 @@ def check_inputs(config: SweepConfig) -> None:
     if q.enabled:
         for spec in ([q.train_data] if q.steps else []) + list(q.probe_data):
             check_spec(spec)
-        if q.adapt == "none" and q.steps and not config.grid.baseline:
-            raise ConfigError("quality.adapt = none inserts every reducer into the trained baseline: "
+        if q.adapt != "scratch" and q.steps and not config.grid.baseline:
+            raise ConfigError(f"quality.adapt = {q.adapt} inserts every reducer into the trained baseline: "
                               "set grid.baseline = true (or quality.steps = 0 with model.pretrained)")
 
 
@@ -260,7 +261,7 @@ def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     from tlbench.adapt import BudgetExceeded
     from tlbench.flops import analytic_flops
     from tlbench.models import model_info
-    from tlbench.quality import floor_check
+    from tlbench.quality import adapt_steps, floor_check
     from tlbench.throughput import resolve_device
 
     q, m = config.quality, config.model
@@ -275,11 +276,10 @@ def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     runnable = []
     for v in order:
         try:
-            steps = 0 if off_the_shelf(config, v) else q.steps  # probe only
-            floor_check(v, info, steps, q.batch_size, device, q.budget_s, BUDGET_OPTION)
+            floor_check(v, info, adapt_steps(q, v), q.batch_size, device, q.budget_s)
             runnable.append(v)
         except BudgetExceeded as e:
-            book.skip(v, "quality", str(e))
+            book.skip(v, "quality", e.advice(BUDGET_OPTION))
     if not runnable:
         return
     threads_before = torch.get_num_threads()
@@ -314,7 +314,7 @@ def _train_and_probe(config: SweepConfig, runnable: list[Variant], book: Book, d
         else:
             book.done(v, "quality", out)
 
-    if q.adapt == "none":  # the baseline first; every reducer is then inserted into it
+    if q.adapt in ("none", "distill"):  # the baseline first; every reducer is inserted into it
         base = [v for v in runnable if v.is_baseline]
         _run_units(config, base, book, device, workers, threads, step_s, finish)
         backbone = trained_baseline(config, runnable[0].model, book.run_dir)
@@ -355,8 +355,8 @@ def _run_units(config: SweepConfig, units: list[Variant], book: Book, device: st
 
 
 def trained_baseline(config: SweepConfig, model: str, run_dir: Path) -> Path | None:
-    """The baseline's finished training checkpoint in this run (quality.adapt = none inserts every
-    reducer into it); None if it has none. With 0 steps the baseline is not trained: the model's
+    """The baseline's finished training checkpoint in this run (quality.adapt = none or distill
+    inserts every reducer into it); None if it has none. With 0 steps the baseline is not trained: the model's
     own weights (pretrained or initial) are used, and the path is None too."""
     from tlbench.adapt import is_finished
     from tlbench.quality import backbone_init, checkpoint_name
@@ -373,44 +373,40 @@ def trained_baseline(config: SweepConfig, model: str, run_dir: Path) -> Path | N
 BUDGET_OPTION = "--set quality.budget_s"  # how a sweep's user raises the budget
 
 
-def off_the_shelf(config: SweepConfig, v: Variant) -> bool:
-    """quality.adapt = none: this variant is not trained, only inserted into the baseline."""
-    return config.quality.adapt == "none" and not v.is_baseline
-
-
 def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, step_s: float | None,
                  report: Callable[..., None], backbone: Path | None = None,
                  ) -> list[dict[str, Any]] | str:  # fmt: skip
     """One variant's quality stage -> its rows, or the one-line reason it is over budget.
 
-    With quality.adapt = none a reducer is not trained: it is inserted into `backbone` (the
-    trained baseline's checkpoint; None: the model's own weights) and probed at once."""
+    With quality.adapt = none or distill a reducer is inserted into `backbone` (the trained
+    baseline's checkpoint; None: the model's own weights), then probed at once or distilled from
+    that baseline first."""
     from tlbench.adapt import BudgetExceeded
     from tlbench.quality import run_probe_variant
 
     q, m = config.quality, config.model
-    inserted = off_the_shelf(config, v)
+    inserted = q.adapt != "scratch" and not v.is_baseline
     try:
         res = run_probe_variant(
-            v, train_data=q.train_data, probe_data=q.probe_data, steps=0 if inserted else q.steps,
-            batch_size=q.batch_size, lr=q.lr, shots=q.shots, seeds=q.seeds, l2_reg=q.l2_reg,
-            device=device, pretrained=m.pretrained,
+            v, dataclasses.replace(q, device=device), pretrained=m.pretrained,
             checkpoint_path=backbone if inserted and backbone is not None else m.checkpoint,
-            img_size=m.img_size, budget_s=q.budget_s, init_reference=q.init_reference,
-            checkpoint_dir=run_dir / "checkpoints", seed=config.seed, budget_option=BUDGET_OPTION,
-            step_seconds=step_s, save_every_s=q.save_every_s,
-            callback=lambda step, steps, loss: report(step=step, steps=steps, loss=loss),
+            img_size=m.img_size, checkpoint_dir=run_dir / "checkpoints", seed=config.seed,
+            step_seconds=step_s, callback=lambda step, steps, loss: report(step=step, steps=steps, loss=loss),
         )  # fmt: skip
     except BudgetExceeded as e:
-        return str(e)
+        return e.advice(BUDGET_OPTION)
     rows = [
         # "quality_init" is the reference before training; with 0 steps the probe IS the quality
         results.make_row(v, "quality_init" if r.stage == "init" and res.train else "quality", "fewshot_acc",
                          r.accuracy, dataset=r.dataset, shots=r.shots, seed=r.seed, device=device)
         for r in res.records
     ]  # fmt: skip
+    extra = dict(dataset=q.train_data, batch_size=q.batch_size, device=device, seed=config.seed)
+    for stage, (agree, cosine) in res.agreement.items():  # distilled: how much of the teacher it keeps
+        kind = "quality_init" if stage == "init" else "quality"
+        rows += [results.make_row(v, kind, "teacher_agreement", agree, **extra),
+                 results.make_row(v, kind, "teacher_cosine", cosine, **extra)]  # fmt: skip
     if res.train is not None:
-        extra = dict(dataset=q.train_data, batch_size=q.batch_size, device=device, seed=config.seed)
         rows += [results.make_row(v, "quality", "adapt_loss", res.train.final_loss, **extra),
                  results.make_row(v, "quality", "adapt_seconds", res.train.train_s, **extra),
                  results.make_row(v, "quality", "estimate_seconds", res.train_estimate_s, **extra)]  # fmt: skip
