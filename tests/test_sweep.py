@@ -49,6 +49,13 @@ def test_smoke_sweep_writes_manifest_rows_csv_and_figures(smoke_run: Path) -> No
             "accuracy_vs_gflops.png", "speedup_vs_flops.png"} <= figures  # fmt: skip
 
 
+def test_speed_rows_record_the_attention_kernel(smoke_run: Path) -> None:
+    df = load_results(smoke_run)
+    speed = df[df["stage"] == "speed"]
+    assert len(speed) and speed["attn_kernel"].isin(["flash", "efficient", "cudnn", "fused"]).all()
+    assert df[df["stage"] != "speed"]["attn_kernel"].isna().all()
+
+
 def test_plot_command_redraws_from_the_table(smoke_run: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["plot", str(smoke_run), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
