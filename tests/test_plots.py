@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import matplotlib
 import pandas as pd
+import pytest
 
-from tlbench.plots import POSITION_MARKERS, accuracy_vs_gflops
+from tlbench.plots import (
+    POSITION_MARKERS,
+    accuracy_vs_gflops,
+    accuracy_vs_position_adapt,
+    plot_results,
+)
 from tlbench.results import to_frame
 
 matplotlib.use("Agg")
@@ -72,3 +79,31 @@ def test_several_token_counts_of_several_methods_differ_by_fill() -> None:
     assert fills == {"full", "none"}
     labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert {"S = 4", "S = 8"} <= set(labels)
+
+
+BOTH = ("quality_init", "quality")
+
+
+def test_the_adaptation_figure_needs_both_stages(tmp_path: Path) -> None:
+    drawn = {p.name for p in plot_results(frame(("tokenlearner", "topk"), BOTH), tmp_path)}
+    assert {"accuracy_vs_position_adapt.png", "accuracy_vs_position_adapt.pdf"} <= drawn
+    assert accuracy_vs_position_adapt(frame(("tokenlearner",))) is None  # after only
+    before_only = frame(("tokenlearner",), BOTH)
+    before_only = before_only[~((before_only["stage"] == "quality") & (before_only["variant"] != "baseline"))]
+    assert accuracy_vs_position_adapt(before_only) is None
+
+
+@pytest.mark.parametrize(("adapt", "before", "after"), [("distill", "off the shelf", "distilled"),
+                                                        ("scratch", "initial", "trained"),
+                                                        (None, "before adaptation", "after adaptation")])  # fmt: skip
+def test_the_adaptation_figure_names_its_stages(adapt: str | None, before: str, after: str) -> None:
+    fig = accuracy_vs_position_adapt(frame(("tokenlearner", "topk"), BOTH), adapt=adapt)
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {before, after} <= labels
+    ax = fig.axes[0]
+    assert ax.get_ylabel().startswith("5-shot")  # 5 when present
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-" and ln.get_marker() != "None"]
+    assert len(dashed) == len(solid) == 2  # one line per method and stage
+    assert all(ln.get_ydata()[0] < sl.get_ydata()[0] for ln, sl in zip(dashed, solid, strict=True))
+    assert [len(ax.get_lines()) for ax in fig.axes] == [5, 5]  # + the baseline line per panel

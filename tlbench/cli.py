@@ -382,9 +382,10 @@ def plot(
     """Render the paper-style figures (PNG + PDF) from a run's results table."""
     with user_errors():
         from tlbench.plots import plot_results
-        from tlbench.results import load_results, not_done
+        from tlbench.results import adapt_mode, load_results, not_done
 
-        written = plot_results(load_results(run_dir), out or run_dir / "figures", not_done(run_dir))
+        written = plot_results(load_results(run_dir), out or run_dir / "figures", not_done(run_dir),
+                               adapt=adapt_mode(run_dir))  # fmt: skip
     for path in written:
         console.print(str(path))
     if not written:

@@ -7,7 +7,9 @@ position (and, with several token counts, a fill per count).
   baseline as a horizontal band (mean ± std over seeds), seeds as error bars (the paper's Fig. 4);
 - gflops_vs_position: compute vs relative position, with the baseline;
 - accuracy_vs_gflops: the trade-off, baseline marked, points labelled by p, Pareto front drawn;
-- speedup: measured speedup vs the FLOP-implied one (where speed was measured).
+- speedup: measured speedup vs the FLOP-implied one (where speed was measured);
+- accuracy_vs_position_adapt: accuracy vs position before (dashed) and after (solid) adaptation,
+  where a run probed reducers at both stages (quality_init and quality).
 """
 
 from __future__ import annotations
@@ -271,6 +273,65 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
     return fig
 
 
+# quality.adapt -> (before, after): how the dashed and solid lines of the adaptation figure read
+STAGE_NAMES = {"distill": ("off the shelf", "distilled"), "scratch": ("initial", "trained")}
+BEFORE_AFTER = ("before adaptation", "after adaptation")  # runs without a manifest
+
+
+def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> plt.Figure | None:
+    """Accuracy vs position before (dashed) and after (solid) adaptation, a panel per dataset.
+
+    Drawn when reducer variants have few-shot rows of both stages: 'quality_init' (the reducer
+    inserted into the trained baseline, or the initial weights) and 'quality'. One shot count (5 if
+    present, else the largest), mean over seeds; the trained baseline is the horizontal line.
+    `adapt` (the run's quality.adapt) names the two stages."""
+    acc = df[(df["metric"] == "fewshot_acc") & np.isfinite(df["value"].astype("float64"))]
+    reduced = acc[acc["variant"] != "baseline"]
+    pairs = {st: reduced[reduced["stage"] == st] for st in ("quality_init", "quality")}
+    common = set(pairs["quality_init"]["shots"].dropna()) & set(pairs["quality"]["shots"].dropna())
+    datasets = sorted(set(pairs["quality_init"]["dataset"].dropna()) & set(pairs["quality"]["dataset"].dropna()))
+    if not common or not datasets:
+        return None
+    shots = 5 if 5 in common else max(common)
+    before, after = STAGE_NAMES.get(adapt or "", BEFORE_AFTER)
+    palette = _palette(_series(reduced))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        base = acc[(acc["variant"] == "baseline") & (acc["stage"] == "quality") & (acc["dataset"] == ds)
+                   & (acc["shots"] == shots)]["value"]  # fmt: skip
+        if len(base):
+            ax.axhline(base.mean() * 100, color=BASE_COLOR, ls=":", lw=1.5)
+        for stage, ls in (("quality_init", "--"), ("quality", "-")):
+            rows = pairs[stage][(pairs[stage]["dataset"] == ds) & (pairs[stage]["shots"] == shots)]
+            for key, g in rows.groupby(_series(rows)):
+                mean = g.groupby("position")["value"].mean()
+                st = palette[key]
+                ax.plot(mean.index, mean.to_numpy() * 100, ls=ls, lw=1.5, ms=4, marker=st["marker"],
+                        color=st["color"], mfc="white" if ls == "--" else st["color"])  # fmt: skip
+        ax.set_title(ds, fontsize=10)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        ax.set_xlabel(f"relative position p of {_where(acc)}")
+        if ax is axes[0][0]:
+            ax.set_ylabel(f"{shots}-shot accuracy (%)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=st["color"], marker=st["marker"], ms=4, lw=1.5)
+               for st in palette.values()]  # fmt: skip
+    labels = [_label(key, palette, short=True) for key in palette]
+    handles += [Line2D([], [], color="0.35", ls="--", marker="o", ms=4, mfc="white"),
+                Line2D([], [], color="0.35", ls="-", marker="o", ms=4),
+                Line2D([], [], color=BASE_COLOR, ls=":", lw=1.5)]  # fmt: skip
+    labels += [before, after, f"baseline ({after})"]
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+               ncol=min(len(labels), 4), fontsize=8)  # fmt: skip
+    fig.suptitle(f"Few-shot accuracy {before} vs {after} (mean over seeds) — {_model_title(df)}")
+    sns.despine(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
 def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     """Measured speedup vs FLOP-implied speedup (baseline GFLOPs / variant GFLOPs)."""
     sp, g = _metric(df, "speedup"), _metric(df, "gflops")
@@ -344,6 +405,7 @@ FIGURES = {
     "gflops_vs_position": gflops_vs_position,
     "accuracy_vs_gflops": accuracy_vs_gflops,
     "speedup_vs_flops": speedup_vs_flops,
+    "accuracy_vs_position_adapt": accuracy_vs_position_adapt,
 }
 
 
@@ -351,34 +413,43 @@ FIGURES = {
 AFFECTED = {
     "compute": ("gflops_vs_position", "accuracy_vs_gflops", "speedup_vs_flops"),
     "speed": ("speedup_vs_flops",),
-    "quality": ("accuracy_vs_position", "accuracy_vs_gflops"),
+    "quality": ("accuracy_vs_position", "accuracy_vs_gflops", "accuracy_vs_position_adapt"),
 }
 
 
-def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str, str, str]] | None = None) -> list[Path]:
+def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str, str, str]] | None = None,
+                 adapt: str | None = None) -> list[Path]:  # fmt: skip
     """Render every figure the table has data for into out_dir (PNG + PDF); return the paths.
 
     `missing` lists (stage, variant, why) for units that were skipped or failed: each figure they
     leave incomplete says so under its axes, so a figure with two points never passes for a study.
+    `adapt` is the run's quality.adapt (results.adapt_mode): it names the stages before and after
+    adaptation; without it they are 'before/after adaptation'.
     """
     out_dir = files.make_dir(out_dir)  # a file in the way or no permission: one-line error
     _style()
     written = []
     for name, make in FIGURES.items():
-        fig = make(df)
+        fig = make(df, adapt=adapt) if make is accuracy_vs_position_adapt else make(df)
         if fig is None:
             continue
         notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing or ()
                  if name in AFFECTED.get(stage, ())]  # fmt: skip
-        if notes:
-            fig.text(0.01, -0.02, "Not shown: " + "; ".join(notes), fontsize=7, color="tab:red",
-                     ha="left", va="top", wrap=True)  # fmt: skip
+        if notes:  # below everything drawn, legends under the axes included
+            fig.text(0.01, _bottom(fig) - 0.02, "Not shown: " + "; ".join(notes), fontsize=7,
+                     color="tab:red", ha="left", va="top", wrap=True)  # fmt: skip
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}.{ext}"
             fig.savefig(path, bbox_inches="tight")
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _bottom(fig: plt.Figure) -> float:
+    """The lowest point of anything drawn, in figure coordinates (below 0 for a legend under it)."""
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    return min(0.0, box.y0 / fig.get_figheight())
 
 
 def _axes_legend(ax: plt.Axes, series: int) -> None:

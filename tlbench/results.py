@@ -87,6 +87,15 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return doc
 
 
+def adapt_mode(run_dir: Path) -> str | None:
+    """The run's quality.adapt ('scratch', 'none', 'distill'), for labels; None if unreadable."""
+    try:
+        quality = read_manifest(Path(run_dir))["config"].get("quality")
+    except ResultsError:
+        return None
+    return quality.get("adapt") if isinstance(quality, dict) else None
+
+
 def append_rows(run_dir: Path, rows: list[dict[str, Any]], run_id: str | None = None) -> None:
     """Append rows in one write, flush and fsync; then refresh results.csv."""
     if not rows:

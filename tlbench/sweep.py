@@ -176,7 +176,8 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
     if df.empty:
         return ()
     try:
-        return tuple(plot_results(df, run_dir / "figures", results.not_done(run_dir)))
+        return tuple(plot_results(df, run_dir / "figures", results.not_done(run_dir),
+                                  adapt=results.adapt_mode(run_dir)))  # fmt: skip
     except Exception as e:
         if book is None:
             raise
