@@ -317,15 +317,17 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
             ax.set_ylabel(f"{shots}-shot accuracy (%)")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=st["color"], marker=st["marker"], ms=4, lw=1.5)
-               for st in palette.values()]  # fmt: skip
-    labels = [_label(key, palette, short=True) for key in palette]
-    handles += [Line2D([], [], color="0.35", ls="--", marker="o", ms=4, mfc="white"),
-                Line2D([], [], color="0.35", ls="-", marker="o", ms=4),
-                Line2D([], [], color=BASE_COLOR, ls=":", lw=1.5)]  # fmt: skip
-    labels += [before, after, f"baseline ({after})"]
+    # the line-style key fills the first column (legends fill column by column), the series follow
+    handles = [Line2D([], [], color="0.35", ls="--", marker="o", ms=4, mfc="white"),
+               Line2D([], [], color="0.35", ls="-", marker="o", ms=4),
+               Line2D([], [], color=BASE_COLOR, ls=":", lw=1.5)]  # fmt: skip
+    labels = [before, after, "baseline"]
+    handles += [Line2D([], [], color=st["color"], marker=st["marker"], ms=4, lw=1.5)
+                for st in palette.values()]  # fmt: skip
+    labels += [_label(key, palette, short=True) for key in palette]
+    rows = max(3, -(-len(labels) // 5))  # at most 5 columns
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
-               ncol=min(len(labels), 4), fontsize=8)  # fmt: skip
+               ncol=-(-len(labels) // rows), fontsize=8)  # fmt: skip
     fig.suptitle(f"Few-shot accuracy {before} vs {after} (mean over seeds) — {_model_title(df)}")
     sns.despine(fig)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
