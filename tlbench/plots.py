@@ -328,7 +328,8 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
     rows = max(3, -(-len(labels) // 5))  # at most 5 columns
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
                ncol=-(-len(labels) // rows), fontsize=8)  # fmt: skip
-    fig.suptitle(f"Few-shot accuracy {before} vs {after} (mean over seeds) — {_model_title(df)}")
+    gap = "\n" if len(datasets) == 1 else " "  # one panel: two lines, no wider than the figure
+    fig.suptitle(f"Few-shot accuracy {before} vs {after}{gap}(mean over seeds) — {_model_title(df)}")
     sns.despine(fig)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
