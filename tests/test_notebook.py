@@ -25,4 +25,4 @@ def test_explore_results_notebook_executes(tmp_path: Path, monkeypatch: pytest.M
     nb = nbformat.read(ROOT / "notebooks/01_explore_results.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()  # fmt: skip
-    assert len(list((tmp_path / "figures").glob("*.png"))) == 4
+    assert len(list((tmp_path / "figures").glob("*.png"))) == 5  # with the adaptation figure

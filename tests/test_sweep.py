@@ -46,13 +46,20 @@ def test_smoke_sweep_writes_manifest_rows_csv_and_figures(smoke_run: Path) -> No
     assert (smoke_run / "results.csv").is_file()
     figures = {p.name for p in (smoke_run / "figures").iterdir()}
     assert {"accuracy_vs_position.png", "accuracy_vs_position.pdf", "gflops_vs_position.pdf",
-            "accuracy_vs_gflops.png", "speedup_vs_flops.png"} <= figures  # fmt: skip
+            "accuracy_vs_gflops.png", "speedup_vs_flops.png", "accuracy_vs_position_adapt.pdf"} <= figures  # fmt: skip
+
+
+def test_speed_rows_record_the_attention_kernel(smoke_run: Path) -> None:
+    df = load_results(smoke_run)
+    speed = df[df["stage"] == "speed"]
+    assert len(speed) and speed["attn_kernel"].isin(["flash", "efficient", "cudnn", "fused"]).all()
+    assert df[df["stage"] != "speed"]["attn_kernel"].isna().all()
 
 
 def test_plot_command_redraws_from_the_table(smoke_run: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["plot", str(smoke_run), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert len(list(tmp_path.glob("*.png"))) == 4
+    assert len(list(tmp_path.glob("*.png"))) == 5  # quality_init and quality: the adaptation figure
 
 
 def test_a_run_without_quality_still_plots(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ RECORD_KEYS = (
     "model", "variant", "position", "block_index", "num_tokens", "batch_size", "device",
     "device_name", "dtype", "images_per_s", "latency_ms", "latency_ms_p10", "latency_ms_p90",
     "speedup", "speedup_low", "speedup_high", "speedup_reliable", "gflops", "flops_speedup",
-    "efficiency", "compiled", "tf32", "attention", "threads", "rounds", "iters", "torch_version",
+    "efficiency", "compiled", "tf32", "attention", "attn_kernel", "threads", "rounds", "iters", "torch_version",
 )  # fmt: skip
 
 

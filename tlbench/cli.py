@@ -206,9 +206,10 @@ def bench(
         caption="ms/batch: median over rounds ± half the p10–p90 spread. speedup: median per-round "
         "ratio to this run's baseline, with its 95% bootstrap interval; 'unreliable' when the "
         "interval is wider than ±10% (a busy machine: rerun, or use --threads 1). "
-        "FLOPs×: baseline GFLOPs / variant GFLOPs. eff. = speedup / FLOPs×.",
+        "FLOPs×: baseline GFLOPs / variant GFLOPs. eff. = speedup / FLOPs×. attention: the "
+        "kernel(s) that ran (flash, efficient, cudnn, math: SDPA; unfused: explicit softmax(QK^T)V).",
     )
-    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff."):
+    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for r in records:
         spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
@@ -217,7 +218,7 @@ def bench(
             r["variant"], _fmt(r["block_index"]), f"{r['images_per_s']:.4g}",
             f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
             ci if r["speedup_reliable"] or r["variant"] == "baseline" else f"{ci} unreliable",
-            f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}",
+            f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}", r["attn_kernel"],
         )  # fmt: skip
     emit_records(records, fmt, table)
 
@@ -383,9 +384,10 @@ def plot(
     """Render the paper-style figures (PNG + PDF) from a run's results table."""
     with user_errors():
         from tlbench.plots import plot_results
-        from tlbench.results import load_results, not_done
+        from tlbench.results import adapt_mode, load_results, not_done
 
-        written = plot_results(load_results(run_dir), out or run_dir / "figures", not_done(run_dir))
+        written = plot_results(load_results(run_dir), out or run_dir / "figures", not_done(run_dir),
+                               adapt=adapt_mode(run_dir))  # fmt: skip
     for path in written:
         console.print(str(path))
     if not written:

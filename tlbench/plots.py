@@ -1,12 +1,15 @@
 """Paper-style figures from a results table only (no model code): PNG + PDF per figure.
 
-Several reduction methods in one run get one colour per (method, token count).
+Several reduction methods in one run get one colour per method; in accuracy_vs_gflops a marker per
+position (and, with several token counts, a fill per count).
 
 - accuracy_vs_position: few-shot accuracy vs relative position, a line per token count, the
   baseline as a horizontal band (mean ± std over seeds), seeds as error bars (the paper's Fig. 4);
 - gflops_vs_position: compute vs relative position, with the baseline;
 - accuracy_vs_gflops: the trade-off, baseline marked, points labelled by p, Pareto front drawn;
-- speedup: measured speedup vs the FLOP-implied one (where speed was measured).
+- speedup: measured speedup vs the FLOP-implied one (where speed was measured);
+- accuracy_vs_position_adapt: accuracy vs position before (dashed) and after (solid) adaptation,
+  where a run probed reducers at both stages (quality_init and quality).
 """
 
 from __future__ import annotations
@@ -147,6 +150,69 @@ def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+POSITION_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "d")
+TOKEN_FILLS = ("full", "none", "left", "bottom")  # several token counts: the fill tells them apart
+
+
+class _MethodStyles:
+    """Several methods on one scatter: colour per method, a fixed marker per position value and,
+    with several token counts, a fill per count; a legend with one section per encoding."""
+
+    def __init__(self, reduced: pd.DataFrame, palette: dict[tuple[str, int], dict]) -> None:
+        self.palette = palette
+        self.colors = {m: st["color"] for (m, _), st in palette.items()}
+        self.positions = sorted(reduced["position"].dropna().unique())
+        self.tokens = sorted({t for _, t in palette})
+
+    def marker(self, position: float) -> str:
+        return POSITION_MARKERS[self.positions.index(position) % len(POSITION_MARKERS)]
+
+    def fill(self, tokens: int) -> str:
+        if len(self.tokens) == 1:
+            return "full"
+        return TOKEN_FILLS[self.tokens.index(tokens) % len(TOKEN_FILLS)]
+
+    def point(self, key: tuple[str, int], position: float) -> dict:
+        return dict(marker=self.marker(position), ms=6, color=self.colors[key[0]],
+                    fillstyle=self.fill(key[1]))  # fmt: skip
+
+    def legend(self, ax: plt.Axes) -> None:
+        """Beside the axes: methods (colour), positions (marker), token counts (fill), baseline and
+        the Pareto front; section headers in bold."""
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        def mark(marker: str, fill: str = "full") -> Line2D:
+            return Line2D([], [], ls="none", marker=marker, ms=6, color="0.35", fillstyle=fill)
+
+        blank = Line2D([], [], ls="none", marker="")
+        entries = [(blank, "method")]
+        entries += [(Patch(color=c), METHOD_LABELS.get(m, m)) for m, c in self.colors.items()]
+        entries += [(blank, "position p")]
+        entries += [(mark(self.marker(p)), f"p = {position_label(p)}") for p in self.positions]
+        if len(self.tokens) > 1:
+            entries += [(blank, "tokens S")]
+            entries += [(mark("o", self.fill(t)), f"S = {int(t)}") for t in self.tokens]
+        entries += [(blank, ""),
+                    (Line2D([], [], ls="none", marker="*", ms=11, color=BASE_COLOR), "baseline"),
+                    (Line2D([], [], color="tab:red", lw=1, alpha=0.7), "Pareto front")]  # fmt: skip
+        handles, labels = zip(*entries, strict=True)
+        leg = ax.legend(handles, labels, frameon=False, fontsize=7, loc="upper left",
+                        bbox_to_anchor=(1.02, 1), ncol=1 if len(entries) <= 18 else 2,
+                        handlelength=1.5)  # fmt: skip
+        for text in leg.get_texts():
+            if text.get_text() in ("method", "position p", "tokens S"):
+                text.set_fontweight("bold")
+
+
+def position_label(p: float) -> str:
+    """0, 1/4, 1/2, 3/4, 1, 2/11: a simple fraction when p is one; else 3 digits."""
+    from fractions import Fraction
+
+    f = Fraction(float(p)).limit_denominator(24)
+    return str(f) if abs(float(f) - p) < 1e-9 else f"{p:.3g}"
+
+
 def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure | None:
     """Accuracy vs GFLOPs at one shot count (5 if present: the paper's), a panel per dataset."""
     acc, g = _metric(df, "fewshot_acc"), _metric(df, "gflops")
@@ -157,8 +223,11 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
     acc = acc[acc["shots"] == shots]
     flops = g.groupby("variant")["value"].first()
     datasets = sorted(acc["dataset"].dropna().unique())
-    palette = _palette(_series(acc[acc["variant"] != "baseline"]))
-    many = len(palette) > 2  # several methods: one legend, beside the last panel
+    reduced = acc[acc["variant"] != "baseline"]
+    palette = _palette(_series(reduced))
+    by_method = len({m for m, _ in palette}) > 1  # colour = method, marker = position
+    styles = _MethodStyles(reduced, palette) if by_method else None
+    many = len(palette) > 2  # several series: one legend, beside the last panel
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets) + 2 * many, 3.6),
                              squeeze=False)  # fmt: skip
     for ax, ds in zip(axes[0], datasets, strict=True):
@@ -169,30 +238,100 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
         pts = pts.dropna(subset=["gflops"])
         for _, r in pts.iterrows():
             is_base = r["variant"] == "baseline"
+            if is_base:
+                style = dict(marker="*", ms=11, color=BASE_COLOR)
+            elif styles:
+                style = styles.point(r["series"], r["position"])
+            else:
+                style = dict(marker=palette[r["series"]]["marker"], ms=5, color=palette[r["series"]]["color"])
             ax.errorbar(r["gflops"], r["mean"] * 100, yerr=(0 if pd.isna(r["std"]) else r["std"] * 100),
-                        marker="*" if is_base else palette[r["series"]]["marker"],
-                        ms=11 if is_base else 5, capsize=2, lw=0,
-                        color=BASE_COLOR if is_base else palette[r["series"]]["color"],
-                        elinewidth=1)  # fmt: skip
-            label = "baseline" if is_base else f"p={r['position']:.3g}"
-            ax.annotate(label, (r["gflops"], r["mean"] * 100), textcoords="offset points",
-                        xytext=(5, 4), fontsize=7)  # fmt: skip
+                        capsize=2, lw=0, elinewidth=1, **style)  # fmt: skip
+            if is_base or not styles:  # with several methods the marker names the position
+                label = "baseline" if is_base else f"p={r['position']:.3g}"
+                ax.annotate(label, (r["gflops"], r["mean"] * 100), textcoords="offset points",
+                            xytext=(5, 4), fontsize=7)  # fmt: skip
         front = pareto_front(pts["gflops"].to_numpy(), pts["mean"].to_numpy())
         ax.step(pts["gflops"].to_numpy()[front], pts["mean"].to_numpy()[front] * 100, where="post",
                 color="tab:red", lw=1, alpha=0.7, label="Pareto front")  # fmt: skip
-        for key, st in palette.items():
-            ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette))
-        ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
+        if not styles:
+            for key, st in palette.items():
+                ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette))
+            ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
         ax.margins(x=0.15, y=0.08)
         ax.set_xlabel("GFLOPs per image")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(ds, fontsize=10)
-        if not many:
+        if styles:
+            if ax is axes[0][-1]:
+                styles.legend(ax)
+        elif not many:
             ax.legend(frameon=False, fontsize=7, loc="lower right")
         elif ax is axes[0][-1]:
             ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle(f"Accuracy vs compute — {_model_title(df)}", y=1.02)
     sns.despine(fig)
+    return fig
+
+
+# quality.adapt -> (before, after): how the dashed and solid lines of the adaptation figure read
+STAGE_NAMES = {"distill": ("off the shelf", "distilled"), "scratch": ("initial", "trained")}
+BEFORE_AFTER = ("before adaptation", "after adaptation")  # runs without a manifest
+
+
+def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> plt.Figure | None:
+    """Accuracy vs position before (dashed) and after (solid) adaptation, a panel per dataset.
+
+    Drawn when reducer variants have few-shot rows of both stages: 'quality_init' (the reducer
+    inserted into the trained baseline, or the initial weights) and 'quality'. One shot count (5 if
+    present, else the largest), mean over seeds; the trained baseline is the horizontal line.
+    `adapt` (the run's quality.adapt) names the two stages."""
+    acc = df[(df["metric"] == "fewshot_acc") & np.isfinite(df["value"].astype("float64"))]
+    reduced = acc[acc["variant"] != "baseline"]
+    pairs = {st: reduced[reduced["stage"] == st] for st in ("quality_init", "quality")}
+    common = set(pairs["quality_init"]["shots"].dropna()) & set(pairs["quality"]["shots"].dropna())
+    datasets = sorted(set(pairs["quality_init"]["dataset"].dropna()) & set(pairs["quality"]["dataset"].dropna()))
+    if not common or not datasets:
+        return None
+    shots = 5 if 5 in common else max(common)
+    before, after = STAGE_NAMES.get(adapt or "", BEFORE_AFTER)
+    palette = _palette(_series(reduced))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        base = acc[(acc["variant"] == "baseline") & (acc["stage"] == "quality") & (acc["dataset"] == ds)
+                   & (acc["shots"] == shots)]["value"]  # fmt: skip
+        if len(base):
+            ax.axhline(base.mean() * 100, color=BASE_COLOR, ls=":", lw=1.5)
+        for stage, ls in (("quality_init", "--"), ("quality", "-")):
+            rows = pairs[stage][(pairs[stage]["dataset"] == ds) & (pairs[stage]["shots"] == shots)]
+            for key, g in rows.groupby(_series(rows)):
+                mean = g.groupby("position")["value"].mean()
+                st = palette[key]
+                ax.plot(mean.index, mean.to_numpy() * 100, ls=ls, lw=1.5, ms=4, marker=st["marker"],
+                        color=st["color"], mfc="white" if ls == "--" else st["color"])  # fmt: skip
+        ax.set_title(ds, fontsize=10)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        ax.set_xlabel(f"relative position p of {_where(acc)}")
+        if ax is axes[0][0]:
+            ax.set_ylabel(f"{shots}-shot accuracy (%)")
+    from matplotlib.lines import Line2D
+
+    # the line-style key fills the first column (legends fill column by column), the series follow
+    handles = [Line2D([], [], color="0.35", ls="--", marker="o", ms=4, mfc="white"),
+               Line2D([], [], color="0.35", ls="-", marker="o", ms=4),
+               Line2D([], [], color=BASE_COLOR, ls=":", lw=1.5)]  # fmt: skip
+    labels = [before, after, "baseline"]
+    handles += [Line2D([], [], color=st["color"], marker=st["marker"], ms=4, lw=1.5)
+                for st in palette.values()]  # fmt: skip
+    labels += [_label(key, palette, short=True) for key in palette]
+    rows = max(3, -(-len(labels) // 5))  # at most 5 columns
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+               ncol=-(-len(labels) // rows), fontsize=8)  # fmt: skip
+    gap = "\n" if len(datasets) == 1 else " "  # one panel: two lines, no wider than the figure
+    fig.suptitle(f"Few-shot accuracy {before} vs {after}{gap}(mean over seeds) — {_model_title(df)}")
+    sns.despine(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
 
 
@@ -269,6 +408,7 @@ FIGURES = {
     "gflops_vs_position": gflops_vs_position,
     "accuracy_vs_gflops": accuracy_vs_gflops,
     "speedup_vs_flops": speedup_vs_flops,
+    "accuracy_vs_position_adapt": accuracy_vs_position_adapt,
 }
 
 
@@ -276,34 +416,43 @@ FIGURES = {
 AFFECTED = {
     "compute": ("gflops_vs_position", "accuracy_vs_gflops", "speedup_vs_flops"),
     "speed": ("speedup_vs_flops",),
-    "quality": ("accuracy_vs_position", "accuracy_vs_gflops"),
+    "quality": ("accuracy_vs_position", "accuracy_vs_gflops", "accuracy_vs_position_adapt"),
 }
 
 
-def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str, str, str]] | None = None) -> list[Path]:
+def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str, str, str]] | None = None,
+                 adapt: str | None = None) -> list[Path]:  # fmt: skip
     """Render every figure the table has data for into out_dir (PNG + PDF); return the paths.
 
     `missing` lists (stage, variant, why) for units that were skipped or failed: each figure they
     leave incomplete says so under its axes, so a figure with two points never passes for a study.
+    `adapt` is the run's quality.adapt (results.adapt_mode): it names the stages before and after
+    adaptation; without it they are 'before/after adaptation'.
     """
     out_dir = files.make_dir(out_dir)  # a file in the way or no permission: one-line error
     _style()
     written = []
     for name, make in FIGURES.items():
-        fig = make(df)
+        fig = make(df, adapt=adapt) if make is accuracy_vs_position_adapt else make(df)
         if fig is None:
             continue
         notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing or ()
                  if name in AFFECTED.get(stage, ())]  # fmt: skip
-        if notes:
-            fig.text(0.01, -0.02, "Not shown: " + "; ".join(notes), fontsize=7, color="tab:red",
-                     ha="left", va="top", wrap=True)  # fmt: skip
+        if notes:  # below everything drawn, legends under the axes included
+            fig.text(0.01, _bottom(fig) - 0.02, "Not shown: " + "; ".join(notes), fontsize=7,
+                     color="tab:red", ha="left", va="top", wrap=True)  # fmt: skip
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}.{ext}"
             fig.savefig(path, bbox_inches="tight")
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _bottom(fig: plt.Figure) -> float:
+    """The lowest point of anything drawn, in figure coordinates (below 0 for a legend under it)."""
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    return min(0.0, box.y0 / fig.get_figheight())
 
 
 def _axes_legend(ax: plt.Axes, series: int) -> None:
@@ -320,3 +469,4 @@ def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
                bbox_to_anchor=(0.5, 0.0))  # fmt: skip  (below the axes, however many rows)
     sns.despine(fig)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
+

@@ -46,6 +46,7 @@ METRICS: dict[str, str] = {
 COLUMNS = [
     "run_id", "model", "variant", "method", "position", "block_index", "num_tokens", "stage", "metric",
     "value", "unit", "dataset", "shots", "seed", "batch_size", "device", "dtype",
+    "attn_kernel",  # speed rows: the attention kernel(s) that ran, e.g. 'flash' (kernels.py)
     "ci_low", "ci_high", "reliable",  # an interval for `value` where one is measured (speedup)
 ]  # fmt: skip
 INT_COLUMNS = ["block_index", "num_tokens", "shots", "seed", "batch_size"]
@@ -86,6 +87,15 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise ResultsError(f"{path}: not a tlbench manifest (expected an object with a 'config' table)")
     return doc
+
+
+def adapt_mode(run_dir: Path) -> str | None:
+    """The run's quality.adapt ('scratch', 'none', 'distill'), for labels; None if unreadable."""
+    try:
+        quality = read_manifest(Path(run_dir))["config"].get("quality")
+    except ResultsError:
+        return None
+    return quality.get("adapt") if isinstance(quality, dict) else None
 
 
 def append_rows(run_dir: Path, rows: list[dict[str, Any]], run_id: str | None = None) -> None:

@@ -177,7 +177,8 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
     if df.empty:
         return ()
     try:
-        return tuple(plot_results(df, run_dir / "figures", results.not_done(run_dir)))
+        return tuple(plot_results(df, run_dir / "figures", results.not_done(run_dir),
+                                  adapt=results.adapt_mode(run_dir)))  # fmt: skip
     except Exception as e:
         if book is None:
             raise
@@ -236,7 +237,7 @@ def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], bo
     base = timings.get("baseline")
     for v in todo:
         t = timings[v.name]
-        extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype)
+        extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype, attn_kernel=t.attn_kernel)
         rows = [results.make_row(v, "speed", "throughput", t.images_per_s, **extra),
                 results.make_row(v, "speed", "latency_ms", t.latency_ms, **extra,
                                  ci_low=t.latency_ms_p10, ci_high=t.latency_ms_p90)]  # fmt: skip

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
+from tlbench.kernels import attention_kernels, kernel_label
 from tlbench.speedup import TARGET_CI, widest_interval
 
 # re-exported: the speedup statistics lived here, and callers import them from this module
@@ -85,6 +86,7 @@ class Timing:
     rounds: int  # rounds actually run (adaptive mode decides at run time)
     iters: int
     round_ms: tuple[float, ...] = field(default=(), repr=False)  # ms per batch, one per round
+    attn_kernel: str = ""  # attention kernel(s) that ran: 'flash', 'math', 'unfused' (kernels.py)
 
     def to_dict(self, rounds: bool = False) -> dict[str, Any]:
         """Flat dict; the per-round latencies only when asked."""
@@ -249,8 +251,10 @@ def time_interleaved(
     """Time several models on one random batch, interleaved: warm-up, then rounds A B C, C B A.
 
     Models are put in eval mode, moved to the device and switched to fused attention in place,
-    so that the baseline and every variant use the same kernel. Count FLOPs before calling this,
-    on the eager modules: `compile` wraps them here, after counting.
+    so that the baseline and every variant use the same kernel; which kernel SDPA picked is
+    observed in one profiled pass per model before any timing (`Timing.attn_kernel`, on the eager
+    model even with `compile`). Count FLOPs before calling this, on the eager modules: `compile`
+    wraps them here, after counting.
 
     Args:
         models: name -> model; all take the same input. Order is the order within even rounds;
@@ -313,6 +317,8 @@ def time_interleaved(
             batch = find_batch_size(run_all, sched.batch_size)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(batch, *size, generator=gen).to(dev)  # [B, C, H, W], never zeros
+        report("checking attention kernels")  # one profiled pass each, eager, before any timing
+        kernels = {name: kernel_label(attention_kernels(m, x)) for name, m in models.items()}
         if compile:  # one recompile per variant of the shared forward code; keep all of them
             cfg = torch._dynamo.config
             if hasattr(cfg, "recompile_limit"):  # `cache_size_limit` before torch 2.7
@@ -381,6 +387,7 @@ def time_interleaved(
             latency_ms_p90=p90,
             attention="fused" if fused[name] else "none",
             round_ms=tuple(ms),
+            attn_kernel=kernels[name],
             **common,
         )
     return out

@@ -1,0 +1,109 @@
+"""Figures from synthetic tables: accuracy vs GFLOPs with several methods, the adaptation figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from tlbench.plots import (
+    POSITION_MARKERS,
+    accuracy_vs_gflops,
+    accuracy_vs_position_adapt,
+    plot_results,
+)
+from tlbench.results import to_frame
+
+matplotlib.use("Agg")
+
+
+def frame(methods: tuple[str, ...], stages: tuple[str, ...] = ("quality",), tokens: tuple[int, ...] = (4,),
+          positions: tuple[float, ...] = (0.0, 0.5)) -> pd.DataFrame:  # fmt: skip
+    """A run's rows: baseline and (method x position x tokens), GFLOPs and 1/5-shot accuracy."""
+    rows: list[dict[str, Any]] = []
+
+    def add(variant: str, method: str | None, p: float | None, s: int | None, gflops: float, acc: float) -> None:
+        key = dict(model="tiny", variant=variant, method=method, position=p, num_tokens=s)
+        rows.append(dict(key, stage="compute", metric="gflops", value=gflops, unit="GFLOPs"))
+        for stage in stages if method else ("quality",):
+            lift = 0.1 if stage == "quality" else 0.0
+            for ds, shots, seed in ((d, k, i) for d in ("digits", "mnist") for k in (1, 5) for i in (0, 1)):
+                rows.append(dict(key, stage=stage, metric="fewshot_acc", value=acc + lift + 0.01 * seed,
+                                 unit="acc", dataset=ds, shots=shots, seed=seed))  # fmt: skip
+
+    add("baseline", None, None, None, 2.0, 0.8)
+    for i, m in enumerate(methods):
+        for p in positions:
+            for s in tokens:
+                add(f"{m}-p{p:g}-s{s}", m, p, s, 1.0 + p, 0.5 + 0.2 * p - 0.05 * i)
+    return to_frame(rows)
+
+
+def points(fig: Any) -> list[tuple[str, tuple]]:
+    """(marker, colour) of every plotted data point in the first panel."""
+    ax = fig.axes[0]
+    return [(ln.get_marker(), tuple(ln.get_color()) if not isinstance(ln.get_color(), str) else ln.get_color())
+            for ln in ax.lines if len(ln.get_xdata()) == 1 and ln.get_marker() not in ("_", "None")]  # fmt: skip
+
+
+def test_several_methods_colour_by_method_and_mark_the_position() -> None:
+    fig = accuracy_vs_gflops(frame(("tokenlearner", "topk")))
+    marks = points(fig)
+    reduced = [(m, c) for m, c in marks if m != "*"]
+    assert len(reduced) == 4
+    assert {m for m, _ in reduced} == set(POSITION_MARKERS[:2])  # a marker per position
+    assert len({c for _, c in reduced}) == 2  # a colour per method
+    by_marker = {}
+    for m, c in reduced:
+        by_marker.setdefault(m, set()).add(c)
+    assert all(len(cs) == 2 for cs in by_marker.values())  # each position shown in both colours
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert {"TokenLearner", "Top-K", "p = 0", "p = 1/2", "baseline", "Pareto front"} <= set(labels)
+    assert not [t for t in fig.axes[0].texts if t.get_text().startswith("p=")]  # markers say it
+
+
+def test_one_method_keeps_its_look() -> None:
+    fig = accuracy_vs_gflops(frame(("tokenlearner",), tokens=(4, 8)))
+    reduced = [(m, c) for m, c in points(fig) if m != "*"]
+    assert {m for m, _ in reduced} == {"o"} and len({c for _, c in reduced}) == 2  # colour per S
+    assert {t.get_text() for t in fig.axes[0].texts} >= {"p=0", "p=0.5", "baseline"}
+
+
+def test_several_token_counts_of_several_methods_differ_by_fill() -> None:
+    fig = accuracy_vs_gflops(frame(("tokenlearner", "topk"), tokens=(4, 8)))
+    fills = {ln.get_fillstyle() for ln in fig.axes[0].lines
+             if len(ln.get_xdata()) == 1 and ln.get_marker() in POSITION_MARKERS}  # fmt: skip
+    assert fills == {"full", "none"}
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert {"S = 4", "S = 8"} <= set(labels)
+
+
+BOTH = ("quality_init", "quality")
+
+
+def test_the_adaptation_figure_needs_both_stages(tmp_path: Path) -> None:
+    drawn = {p.name for p in plot_results(frame(("tokenlearner", "topk"), BOTH), tmp_path)}
+    assert {"accuracy_vs_position_adapt.png", "accuracy_vs_position_adapt.pdf"} <= drawn
+    assert accuracy_vs_position_adapt(frame(("tokenlearner",))) is None  # after only
+    before_only = frame(("tokenlearner",), BOTH)
+    before_only = before_only[~((before_only["stage"] == "quality") & (before_only["variant"] != "baseline"))]
+    assert accuracy_vs_position_adapt(before_only) is None
+
+
+@pytest.mark.parametrize(("adapt", "before", "after"), [("distill", "off the shelf", "distilled"),
+                                                        ("scratch", "initial", "trained"),
+                                                        (None, "before adaptation", "after adaptation")])  # fmt: skip
+def test_the_adaptation_figure_names_its_stages(adapt: str | None, before: str, after: str) -> None:
+    fig = accuracy_vs_position_adapt(frame(("tokenlearner", "topk"), BOTH), adapt=adapt)
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {before, after} <= labels
+    ax = fig.axes[0]
+    assert ax.get_ylabel().startswith("5-shot")  # 5 when present
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-" and ln.get_marker() != "None"]
+    assert len(dashed) == len(solid) == 2  # one line per method and stage
+    assert all(ln.get_ydata()[0] < sl.get_ydata()[0] for ln, sl in zip(dashed, solid, strict=True))
+    assert [len(ax.get_lines()) for ax in fig.axes] == [5, 5]  # + the baseline line per panel
