@@ -141,11 +141,13 @@ def run_probe(
     version: str = "1.1",
     fuser: bool = False,
     method: str = "tokenlearner",
+    params: dict[str, int] | None = None,
     **kwargs: Any,
 ) -> ProbeResult:
-    """`run_probe_variant` for the variant (model_name, method, position, num_tokens); None = baseline."""
+    """`run_probe_variant` for the variant (model_name, method, position, num_tokens, params);
+    None = baseline."""
     variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
-                           img_size=img_size, method=method)  # fmt: skip
+                           img_size=img_size, method=method, params=params)  # fmt: skip
     return run_probe_variant(variant, img_size=img_size, **kwargs)
 
 
