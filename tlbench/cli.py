@@ -19,9 +19,11 @@ from rich.table import Table
 
 from tlbench.errors import ConfigError, TLBenchError
 
-METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk or evit "
-               "(tlbench/reducers/); S is the number of tokens it keeps.")
-PARAM_HELP = "A method parameter, NAME=INTEGER (repeatable; a name given twice is a grid)."
+METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk, evit, "
+               "tome (merge N patch tokens to S in block k) or tome_r (merge r per block from k "
+               "on; needs --param r=R; S is then derived) (tlbench/reducers/); S is the number "
+               "of tokens it keeps.")
+PARAM_HELP = "A method parameter, NAME=INTEGER (repeatable; a name given twice is a grid): r=13 for tome_r."
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -498,7 +500,7 @@ def probe(
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
-    param: list[str] = typer.Option([], "--param", help="A method parameter, NAME=INTEGER (repeatable)."),
+    param: list[str] = typer.Option([], "--param", help="A method parameter, NAME=INTEGER (repeatable): r=13 for tome_r."),
     train_data: str = typer.Option("mnist", help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
     probe_data: str = typer.Option("digits,mnist", help="Probe sets, comma list; each is tested on its own held-out split."),
     steps: int = typer.Option(400, help="Training steps (0: probe the initial weights only)."),

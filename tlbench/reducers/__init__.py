@@ -137,5 +137,6 @@ from tlbench.reducers import (  # noqa: E402,F401
     pool,
     random_drop,
     tokenlearner,
+    tome,
     topk,
 )
