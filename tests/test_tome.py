@@ -207,3 +207,20 @@ def test_manifests_list_params_only_when_set() -> None:
     record = _variant_record(make_variant("tiny", 0, method="tome_r", params={"r": 2}))
     assert record["params"] == (("r", 2),) and record["name"] == "tome_r-p0-r2"
     assert "options" in load_sweep(None).grid.__dataclass_fields__
+
+
+@pytest.mark.parametrize("command", [
+    ["bench", "--model", "tiny", "--positions", "0", "--rounds", "2", "--format", "csv"],
+    ["probe", "--model", "tiny", "--position", "0", "--steps", "0", "--probe-data", "digits",
+     "--shots", "1", "--seeds", "1"],
+])  # fmt: skip
+def test_param_reaches_bench_and_probe(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--method", "tome_r", "--param", "r=2"])
+    assert result.exit_code == 0, result.output
+    assert "tome_r-p0-r2" in result.output
+
+
+def test_probe_takes_each_param_once() -> None:
+    args = ["probe", "--model", "tiny", "--method", "tome_r", "--param", "r=2", "--param", "r=3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "give --param r once" in result.output
