@@ -224,3 +224,12 @@ def test_probe_takes_each_param_once() -> None:
     args = ["probe", "--model", "tiny", "--method", "tome_r", "--param", "r=2", "--param", "r=3"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "give --param r once" in result.output
+
+
+def test_a_resume_sees_changed_option_tables() -> None:
+    from tlbench.config import config_diff, load_sweep
+
+    smoke = ROOT / "sweeps" / "smoke.toml"
+    plain, with_r = load_sweep(smoke), load_sweep(smoke, ["grid.options.tome_r.r=[2, 4]"])
+    assert config_diff(plain, with_r) == ["grid.options.tome_r.r: None -> [2, 4]"]
+    assert config_diff(with_r, plain) == ["grid.options.tome_r.r: [2, 4] -> None"]

@@ -143,7 +143,8 @@ def config_diff(old: SweepConfig, new: SweepConfig) -> list[str]:
         return out
 
     a, b = flat(to_dict(old)), flat(to_dict(new))
-    return [f"{k}: {_show(a[k])} -> {_show(b[k])}" for k in a if a[k] != b[k]]
+    keys = [*a, *(k for k in b if k not in a)]  # grid.options tables may exist on one side only
+    return [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _show(value: Any) -> str:
