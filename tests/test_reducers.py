@@ -26,13 +26,14 @@ from tlbench.reducers import NEEDS, REDUCERS, WHERE, TokenSchedule, get_reducer,
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["tiny", "vit_cpu6"]  # with a class token, and without any prefix token
 METHODS = sorted(REDUCERS)
+PARAMS: dict[str, dict[str, int]] = {"tome_r": {"r": 2}}  # methods with a required parameter
 
 
 def _variants(model: str, method: str) -> list[Variant]:
     """Every placement class of a method: first block, middle, last block, after the last."""
     depth = model_info(model).depth
     last = 1 if REDUCERS[method].where == "before_block" else (depth - 1) / depth
-    out = make_variants(model, [0, 0.5, last], [4], baseline=False, method=method)
+    out = make_variants(model, [0, 0.5, last], [4], baseline=False, method=method, params=PARAMS.get(method))
     if method == "tokenlearner":
         out += make_variants(model, [0.25], [4], baseline=False, version="1.0", method=method)
         out += make_variants(model, [0.5], [4], baseline=False, fuser=True, method=method)
@@ -158,7 +159,7 @@ def test_a_method_is_deterministic_under_a_seed(method: str) -> None:
     for _ in range(2):
         torch.manual_seed(0)
         with torch.no_grad():
-            outs.append(build_model(make_variant("tiny", 0.5, 4, method=method))(x))
+            outs.append(build_model(make_variant("tiny", 0.5, 4, method=method, params=PARAMS.get(method)))(x))
     assert torch.equal(*outs)
 
 
@@ -256,8 +257,8 @@ def test_method_option_reaches_every_command(command: list[str]) -> None:
 
     result = CliRunner().invoke(app, [*command, "--method", "evit"])
     assert result.exit_code == 0, result.output
-    bad = CliRunner().invoke(app, [*command, "--method", "tome"])
-    assert bad.exit_code == 2 and "unknown token reduction method 'tome'" in bad.output
+    bad = CliRunner().invoke(app, [*command, "--method", "tomee"])
+    assert bad.exit_code == 2 and "unknown token reduction method 'tomee'" in bad.output
 
 
 @pytest.mark.parametrize("model", MODELS)

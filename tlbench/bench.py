@@ -9,7 +9,7 @@ variant GFLOPs) and `efficiency` = speedup / flops_speedup (1.0: every saved FLO
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tlbench.throughput import (
@@ -41,6 +41,7 @@ def bench_variants(
     tokens: Sequence[int] | None = None,
     *,
     method: str = "tokenlearner",
+    params: Mapping[str, int | Sequence[int]] | None = None,
     batch_size: int | str = "auto",
     dtype: str = "float32",
     compile: bool = False,
@@ -63,6 +64,7 @@ def bench_variants(
         positions: relative positions p in [0, 1] (default 0, 0.25, 0.5, 0.75).
         tokens: learned token counts S (default 8).
         method: the token reduction method (tlbench.reducers; default TokenLearner).
+        params: the method's parameters, a value or a list (a grid) per name (tome_r: r).
         batch_size: images per forward pass, or 'auto' (CUDA: largest that fits from 1024 down in
             timm's decay steps; CPU: 8).
         dtype: 'float32', or 'bfloat16' / 'float16' autocast.
@@ -85,7 +87,7 @@ def bench_variants(
     report = progress or (lambda _msg: None)
     positions = list(DEFAULT_POSITIONS if positions is None else positions)
     variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size,
-                             method=method)  # fmt: skip
+                             method=method, params=params)  # fmt: skip
     report(f"building {variants[0].model}")
     models = build_sharing(variants, img_size)  # variants share the backbone: one copy in memory
     gflops = {}

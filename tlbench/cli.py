@@ -21,8 +21,11 @@ from tlbench.config import QualityConfig
 from tlbench.errors import ConfigError, TLBenchError
 
 Q = QualityConfig()  # `probe` takes its option defaults from the one record of quality settings
-METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk or evit "
-               "(tlbench/reducers/); S is the number of tokens it keeps.")
+METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk, evit, "
+               "tome (merge N patch tokens to S in block k) or tome_r (merge r per block from k "
+               "on; needs --param r=R; S is then derived) (tlbench/reducers/); S is the number "
+               "of tokens it keeps.")
+PARAM_HELP = "A method parameter, NAME=INTEGER (repeatable; a name given twice is a grid): r=13 for tome_r."
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -52,6 +55,21 @@ def parse_floats(text: str | None, what: str) -> list[float] | None:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise ConfigError(f"{what}: expected a comma-separated list of numbers, got {text!r}") from None
+
+
+def parse_params(items: list[str]) -> dict[str, list[int]]:
+    """['r=13', 'r=8'] -> {'r': [13, 8]}: each --param NAME=INTEGER, values of a name in order."""
+    out: dict[str, list[int]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = None
+        if not sep or not name.strip() or value is None:
+            raise ConfigError(f"--param expects NAME=INTEGER (e.g. r=13), got {item!r}")
+        out.setdefault(name.strip(), []).append(value)
+    return out
 
 
 def parse_ints(text: str | None, what: str) -> list[int] | None:
@@ -124,6 +142,7 @@ def flops(
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
+    param: list[str] = typer.Option([], "--param", help=PARAM_HELP),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Include the unmodified model."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
@@ -135,7 +154,7 @@ def flops(
         from tlbench.models import make_variants
 
         variants = make_variants(model, pos, toks, baseline=baseline, version=version, fuser=fuser,
-                                 img_size=img_size, method=method)  # fmt: skip
+                                 img_size=img_size, method=method, params=parse_params(param))  # fmt: skip
         rows = count_variants(variants, img_size)
     records = [{k: v for k, v in vars(r).items() if k != "zero_ops"} for r in rows]
     base = next((r["gflops"] for r in records if r["variant"] == "baseline"), None)
@@ -168,6 +187,7 @@ def bench(
     ),
     tokens: str = typer.Option("8", help="Numbers of learned tokens S, comma list."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
+    param: list[str] = typer.Option([], "--param", help=PARAM_HELP),
     batch_size: str = typer.Option(
         "auto",
         help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8.",
@@ -186,6 +206,7 @@ def bench(
     with user_errors():
         check_format(fmt)
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
+        params = parse_params(param)
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be >= 1; got {threads}")
         if time_cap is not None and not time_cap > 0:
@@ -194,7 +215,7 @@ def bench(
 
         with err_console.status("benchmarking") as status:
             records = bench_variants(
-                model, pos, toks, method=method, batch_size=batch_size, dtype=dtype, compile=compile_,
+                model, pos, toks, method=method, params=params, batch_size=batch_size, dtype=dtype, compile=compile_,
                 device=device, rounds=rounds, threads=threads, time_cap_s=time_cap,
                 progress=status.update,
             )  # fmt: skip
@@ -483,6 +504,7 @@ def probe(
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
+    param: list[str] = typer.Option([], "--param", help="A method parameter, NAME=INTEGER (repeatable): r=13 for tome_r."),
     train_data: str = typer.Option(Q.train_data, help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
     probe_data: str = typer.Option(",".join(Q.probe_data), help="Probe sets, comma list; each is tested on its own held-out split."),
     steps: int = typer.Option(Q.steps, help="Training steps (0: probe the initial weights only)."),
@@ -508,6 +530,11 @@ def probe(
         shot_list = parse_ints(shots, "--shots") or []
         lam: float | str = "cv" if l2_reg.strip() == "cv" else (parse_floats(l2_reg, "--l2-reg") or [1024.0])[0]
         probes = [p.strip() for p in probe_data.split(",") if p.strip()]
+        params = {}
+        for name, values in parse_params(param).items():
+            if len(values) > 1:
+                raise ConfigError(f"probe trains one variant: give --param {name} once")
+            params[name] = values[0]
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be >= 1; got {threads}")
         import dataclasses
@@ -545,7 +572,7 @@ def probe(
 
             try:
                 result = run_probe(
-                    model, position, tokens, version=version, fuser=fuser, method=method, quality=quality,
+                    model, position, tokens, version=version, fuser=fuser, method=method, params=params, quality=quality,
                     pretrained=pretrained, checkpoint_path=checkpoint, img_size=img_size,
                     checkpoint_dir=checkpoint_dir, download=download, callback=on_step,
                     status=lambda text: bar.console.print(text, highlight=False),

@@ -47,6 +47,9 @@ class GridConfig:
     fuser: bool = False  # TokenLearner + TokenFuser in every layer from p on
     # Token reduction methods (tlbench/reducers/), each at every position x token count
     methods: tuple[str, ...] = ("tokenlearner",)
+    # Method parameters, one table per method: [grid.options.tome_r] r = [13, 8] gives every
+    # position at r = 13 and at r = 8. A method's own defaults fill what is absent (tome_r: r = 13).
+    options: dict[str, dict[str, tuple[int, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def config_diff(old: SweepConfig, new: SweepConfig) -> list[str]:
         return out
 
     a, b = flat(to_dict(old)), flat(to_dict(new))
-    return [f"{k}: {_show(a[k])} -> {_show(b[k])}" for k in a if a[k] != b[k]]
+    keys = [*a, *(k for k in b if k not in a)]  # grid.options tables may exist on one side only
+    return [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
 
 
 def _show(value: Any) -> str:
@@ -184,11 +188,28 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
         hint, key = hints[name], prefix + name
         if dataclasses.is_dataclass(hint):
             kwargs[name] = _build(hint, value, where, key + ".")
+        elif typing.get_origin(hint) is dict:
+            kwargs[name] = _option_tables(value, where, key)
         else:
             kwargs[name] = _coerce(value, hint, where, key)
     config = cls(**kwargs)
     _validate(config, where, prefix)
     return config
+
+
+def _option_tables(value: Any, where: str, key: str) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{method: {name: int or list of ints}} -> {method: {name: tuple of ints}}."""
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise ConfigError(f"{where}: {key} must hold one table per method, e.g. [{key}.tome_r]")
+    out: dict[str, dict[str, tuple[int, ...]]] = {}
+    for method, table in value.items():
+        out[method] = {}
+        for name, values in table.items():
+            values = [values] if _is(values, int) else values
+            if not isinstance(values, (list, tuple)) or not values or not all(_is(v, int) for v in values):
+                raise ConfigError(f"{where}: {key}.{method}.{name} must be an integer or a list of integers, got {values!r}")
+            out[method][name] = tuple(values)
+    return out
 
 
 def _coerce(value: Any, hint: Any, where: str, key: str) -> Any:
@@ -247,6 +268,14 @@ def _validate(config: Any, where: str, prefix: str) -> None:
         if not config.methods or unknown or len(set(config.methods)) < len(config.methods):
             raise bad("methods", f"must name distinct methods of {', '.join(sorted(REDUCERS))}; "
                       f"got {list(config.methods)}")  # fmt: skip
+        for method, table in config.options.items():
+            if method not in REDUCERS:
+                raise bad("options", f"names an unknown method {method!r}; known: {', '.join(sorted(REDUCERS))}")
+            declared = getattr(REDUCERS[method], "options", {})
+            for name in table:
+                if name not in declared:
+                    takes = ", ".join(sorted(declared)) or "none"
+                    raise bad(f"options.{method}.{name}", f"is not a parameter of {method} (it takes {takes})")
     if isinstance(config, SpeedConfig):
         if isinstance(config.batch_size, str) and config.batch_size != "auto":
             raise bad("batch_size", f"must be a positive integer or 'auto', got {config.batch_size!r}")

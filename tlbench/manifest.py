@@ -42,7 +42,7 @@ def manifest_for(config: SweepConfig, variants: list[Variant], rid: str) -> dict
         "run_id": rid,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": to_dict(config),
-        "variants": [dict(dataclasses.asdict(v), name=v.name) for v in variants],
+        "variants": [_variant_record(v) for v in variants],
         "versions": {
             "tlbench": tlbench.__version__, "torch": torch.__version__, "timm": timm.__version__,
             "fvcore": getattr(fvcore, "__version__", "unknown"), "python": platform.python_version(),
@@ -70,3 +70,12 @@ def git_sha() -> str | None:
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:24] or "device"
 
+
+
+def _variant_record(v: Variant) -> dict[str, Any]:
+    """A variant as the manifest lists it; `params` only when set, so manifests of methods
+    without parameters read as before parameters existed."""
+    record = dict(dataclasses.asdict(v), name=v.name)
+    if not v.params:
+        del record["params"]
+    return record

@@ -20,8 +20,10 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.reducers import DEFAULT_METHOD, get_reducer
+from tlbench.reducers import DEFAULT_METHOD, check_params, get_reducer
 from tlbench.support import (
     NO_INIT,
     SUPPORTED,
@@ -103,6 +105,13 @@ class Variant:
     version: str = "1.1"  # TokenLearner's module version
     fuser: bool = False  # TokenLearner with the TokenFuser
     method: str = DEFAULT_METHOD  # the reducer, a key of tlbench.reducers.REDUCERS
+    # The method's own integer parameters, sorted by name (ToMe's r); empty for most methods,
+    # so every name and row from before parameters existed stays as it was.
+    params: tuple[tuple[str, int], ...] = ()
+
+    def param(self, name: str, default: int | None = None) -> int | None:
+        """One method parameter's value, or `default` when the variant does not set it."""
+        return dict(self.params).get(name, default)
 
     @property
     def is_baseline(self) -> bool:
@@ -245,22 +254,40 @@ def make_variant(
     fuser: bool = False,
     img_size: int | None = None,
     method: str = DEFAULT_METHOD,
+    params: Mapping[str, int] | None = None,
 ) -> Variant:
-    """Validate one (model, method, p, S) and return its Variant (block index resolved)."""
+    """Validate one (model, method, p, S, params) and return its Variant (block index resolved).
+
+    A method whose S follows from its parameters (tome_r) ignores `num_tokens` and records the
+    patch tokens it leaves after the last block instead.
+    """
     info = model_info(model, img_size)
     if position is None:
         return Variant(info.name, None, None, None)
     reducer = get_reducer(method)
     k = block_index(position, info.depth)
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+    pairs = tuple(sorted((params or {}).items()))
+    check_params(method, pairs)
+    derived = getattr(reducer, "derived_tokens", None)
+    if derived is not None:
+        num_tokens = 1  # a placeholder until the method's parameters are checked
+    elif isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
         raise ConfigError(f"number of tokens must be a positive integer, got {num_tokens!r}")
-    if num_tokens > info.num_patches:
+    elif num_tokens > info.num_patches:
         raise ConfigError(
             f"{num_tokens} tokens is more than the {info.num_patches} patch tokens it would reduce"
         )
-    variant = Variant(info.name, float(position), k, num_tokens, version, fuser, method)
+    variant = Variant(info.name, float(position), k, num_tokens, version, fuser, method, pairs)
     reducer.check(info, variant)
-    return variant
+    return replace(variant, num_tokens=derived(info, variant)) if derived is not None else variant
+
+
+def param_grid(params: Mapping[str, int | Sequence[int]] | None) -> list[dict[str, int]]:
+    """{'r': [13, 8]} -> [{'r': 13}, {'r': 8}]: every combination, in the order given."""
+    if not params:
+        return [{}]
+    lists = {k: [v] if isinstance(v, int) else list(v) for k, v in params.items()}
+    return [dict(zip(lists, combo, strict=True)) for combo in itertools.product(*lists.values())]
 
 
 def make_variants(
@@ -273,8 +300,10 @@ def make_variants(
     fuser: bool = False,
     img_size: int | None = None,
     method: str = DEFAULT_METHOD,
+    params: Mapping[str, int | Sequence[int]] | None = None,
 ) -> list[Variant]:
-    """Baseline first, then the reducer at each position x token count, sorted by (k, S).
+    """Baseline first, then the reducer at each position x token count x parameter combination
+    (`params` maps a name to one value or a list), sorted by (k, S, params).
 
     `positions=None` means every block index 0..depth (0..depth-1 with the fuser). Positions that
     map to the same block index are one variant: the first one given names it.
@@ -284,12 +313,13 @@ def make_variants(
         last = info.depth - 1 if fuser else info.depth
         positions = [k / info.depth for k in range(last + 1)]
     out = [make_variant(model, img_size=img_size)] if baseline else []
-    seen: dict[tuple[int, int], Variant] = {}
-    for p in positions:
-        for s in tokens:
-            v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size,
-                             method=method)  # fmt: skip
-            seen.setdefault((v.block_index, v.num_tokens), v)
+    seen: dict[tuple[int, int, tuple[tuple[str, int], ...]], Variant] = {}
+    for combo in param_grid(params):
+        for p in positions:
+            for s in tokens:
+                v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size,
+                                 method=method, params=combo)  # fmt: skip
+                seen.setdefault((v.block_index, v.num_tokens, v.params), v)
     return out + [seen[key] for key in sorted(seen)]
 
 

@@ -139,6 +139,7 @@ def run_probe(
     fuser: bool = False,
     method: str = "tokenlearner",
     quality: QualityConfig | None = None,
+    params: dict[str, int] | None = None,
     pretrained: bool = False,
     checkpoint_path: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -148,12 +149,13 @@ def run_probe(
     status: Callable[[str], None] | None = None,
     **knobs: Any,
 ) -> ProbeResult:
-    """`run_probe_variant` for (model_name, method, position, num_tokens); position None = baseline.
+    """`run_probe_variant` for (model_name, method, position, num_tokens, the method's params);
+    position None = baseline.
 
     For a notebook: `knobs` replace fields of `quality` (default: the built-in study's record),
     e.g. run_probe("vit_cpu6", 0.25, steps=100, train_data="digits")."""
     variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
-                           img_size=img_size, method=method)  # fmt: skip
+                           img_size=img_size, method=method, params=params)  # fmt: skip
     try:
         q = dataclasses.replace(quality or QualityConfig(), **knobs)
     except TypeError:

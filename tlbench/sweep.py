@@ -38,14 +38,20 @@ class SweepResult:
 
 
 def expand(config: SweepConfig) -> list[Variant]:
-    """The variants of a sweep: baseline first, then each method's (position x tokens) grid,
-    deduplicated."""
+    """The variants of a sweep: baseline first, then each method's (position x tokens x
+    parameters) grid, deduplicated. A method's parameters come from grid.options, its own
+    `sweep_defaults` filling what is absent."""
+    from tlbench.reducers import get_reducer
+
     g, m = config.grid, config.model
     positions = None if g.positions == "all" else list(g.positions)
-    return [v for i, method in enumerate(g.methods)
-            for v in make_variants(m.name, positions, list(g.tokens), baseline=g.baseline and i == 0,
-                                   version=g.version, fuser=g.fuser, img_size=m.img_size,
-                                   method=method)]  # fmt: skip
+    out = []
+    for i, method in enumerate(g.methods):
+        params = {**getattr(get_reducer(method), "sweep_defaults", {}), **g.options.get(method, {})}
+        out += make_variants(m.name, positions, list(g.tokens), baseline=g.baseline and i == 0,
+                             version=g.version, fuser=g.fuser, img_size=m.img_size, method=method,
+                             params=params)  # fmt: skip
+    return out
 
 
 def stored_config(run_dir: str | Path) -> SweepConfig:

@@ -61,6 +61,11 @@ class Reducer(Protocol):
     needs: ClassVar[frozenset[str]]  # a subset of NEEDS
     trains: ClassVar[bool]  # has parameters of its own
     zero_cost_ops: ClassVar[Mapping[str, str]]  # fvcore ops it adds that count as zero, with why
+    # Optional: integer parameters the method accepts (Variant.params), name -> help. Absent: none.
+    # Optional: `derived_tokens(info, variant) -> int`, for a method whose S follows from its
+    # parameters (tome_r): make_variant stores it as the variant's num_tokens.
+    # Optional: `sweep_defaults: dict[str, tuple[int, ...]]`, parameter values a sweep uses when
+    # its [grid.options.<method>] table leaves them out.
 
     def check(self, info: ModelInfo, variant: Variant) -> None:
         """Raise ConfigError (one line) if the method cannot act on this model as asked."""
@@ -101,6 +106,17 @@ def get_reducer(method: str) -> Reducer:
     raise ConfigError(f"unknown token reduction method {method!r}; {hint}")
 
 
+def check_params(method: str, params: tuple[tuple[str, int], ...]) -> None:
+    """Refuse (one line) parameters the method does not declare, or values that are not integers."""
+    options: Mapping[str, str] = getattr(get_reducer(method), "options", {})
+    for name, value in params:
+        if name not in options:
+            known = f"it takes {', '.join(sorted(options))}" if options else "it takes none"
+            raise ConfigError(f"{method} has no parameter {name!r}; {known}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{method} parameter {name} must be an integer, got {value!r}")
+
+
 def baseline_schedule(info: ModelInfo) -> TokenSchedule:
     """The unmodified model: every block sees all prefix and patch tokens."""
     n = info.num_prefix_tokens + info.num_patches
@@ -115,4 +131,12 @@ def token_schedule(info: ModelInfo, variant: Variant, *, norms: bool = True) -> 
 
 
 # Each method registers itself on import.
-from tlbench.reducers import evit, patchmerger, pool, random_drop, tokenlearner, topk  # noqa: E402,F401
+from tlbench.reducers import (  # noqa: E402,F401
+    evit,
+    patchmerger,
+    pool,
+    random_drop,
+    tokenlearner,
+    tome,
+    topk,
+)

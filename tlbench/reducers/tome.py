@@ -1,0 +1,233 @@
+"""ToMe, token merging (Bolya et al., ICLR 2023, arXiv 2210.09461), written from the paper (Sec. 3).
+
+Inside a block, between its attention and its MLP, bipartite soft matching merges patch tokens:
+the metric is the block's keys averaged over heads and L2-normalised; patch tokens alternate into
+sets A (even positions) and B (odd); each A token's most similar B token is its edge; the r A
+tokens with the most similar edges merge into their B partners as size-weighted averages (sizes
+add). One round merges at most half the tokens. From the first merge on, every later block uses
+proportional attention, softmax(q k^T / sqrt(d) + log s), as an additive mask to fused SDPA.
+Class and register tokens never merge (size 1, log 1 = 0).
+
+Two methods share this module: `tome` merges the N patch tokens down to S inside block k (in as
+many rounds as it takes), the placement question every method answers; `tome_r` merges r tokens
+in every block from k on, the paper's own setting.
+
+Token order after a round: the A tokens that stay, by original position, then every B token by
+original position; deterministic, and a merged token sits where its B partner was.
+The pool stays timm's plain mean over the tokens that reach it, as for every other method: a
+size-weighted pool would need the sizes outside the blocks, and the head is shared with the
+baseline. Blocks k..depth-1 become one module (sizes travel as a local, not as hidden state);
+the blocks inside it are the shared ones, never edited.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlbench.errors import ConfigError
+from tlbench.reducers import TokenSchedule, register_reducer
+from tlbench.reducers._common import only_defaults, plain_label
+from tlbench.reducers.topk import in_block_check
+
+if TYPE_CHECKING:
+    from tlbench.models import ModelInfo, Variant
+
+Plan = tuple[tuple[int, ...], ...]  # per block from k on: the tokens merged in each round
+
+
+def match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bipartite soft matching on unit vectors [B, n, d]: which A tokens stay (by position), which
+    merge (src) and into which B token (dst), as indices into A and B."""
+    scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # [B, |A|, |B|] cosine
+    best, partner = scores.max(dim=-1)  # [B, |A|]
+    order = best.argsort(dim=-1, descending=True)  # [B, |A|], most similar edge first
+    src = order[:, :r]  # [B, r]
+    keep = order[:, r:].sort(dim=-1).values  # [B, |A| - r]
+    return keep, src, partner.gather(1, src)
+
+
+def merge(t: torch.Tensor, keep: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Sum each merged A row into its B row: [B, n, c] -> [B, n - r, c] (kept A, then B)."""
+    a, b = t[:, ::2], t[:, 1::2]  # [B, |A|, c], [B, |B|, c]
+    c = t.shape[-1]
+    kept = a.gather(1, keep.unsqueeze(-1).expand(-1, -1, c))
+    moved = a.gather(1, src.unsqueeze(-1).expand(-1, -1, c))  # [B, r, c]
+    b = b.scatter_reduce(1, dst.unsqueeze(-1).expand(-1, -1, c), moved, reduce="sum")
+    return torch.cat([kept, b], dim=1)
+
+
+def merge_tokens(
+    x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor, rounds: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeated bipartite soft matching: patch tokens x [B, n, C] with their metric [B, n, d] and
+    sizes [B, n, 1] -> merged x and sizes, n - sum(rounds) tokens. Merged features are
+    size-weighted means, and the metric merges the same way for the next round."""
+    c = x.shape[-1]
+    for r in rounds:
+        unit = metric / metric.norm(dim=-1, keepdim=True)  # [B, n, d]
+        # one gather/scatter for features, metric and sizes: [B, n, C + d + 1]
+        merged = merge(torch.cat([x * sizes, unit * sizes, sizes], dim=-1), *match(unit, r))
+        sizes = merged[..., -1:]
+        x, metric = merged[..., :c] / sizes, merged[..., c:-1]  # the metric's scale does not matter
+    return x, sizes
+
+
+def attention_with_keys(attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm Attention's forward (fused SDPA) with an optional additive mask [B, 1, 1, N]; also
+    returns the keys [B, H, N, d] (the matching metric)."""
+    b, n, _ = x.shape
+    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # [B, H, N, d]
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    mask = None if bias is None else bias.to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=attn.attn_drop.p if attn.training else 0.0)
+    return attn.proj_drop(attn.proj(attn.norm(out.transpose(1, 2).reshape(b, n, attn.attn_dim)))), k
+
+
+class MergingBlocks(nn.Module):
+    """Blocks k..depth-1 with ToMe: [B, P + N, C] -> [B, P + S, C]. Wraps the shared blocks.
+
+    `plan[i]` lists the tokens merged per round in the i-th block (empty: none). Sizes start at
+    one with each forward and pass from block to block inside this module only.
+    """
+
+    def __init__(self, blocks: list[nn.Module], plan: Plan, num_prefix_tokens: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.plan, self.num_prefix_tokens = plan, num_prefix_tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.num_prefix_tokens
+        sizes: torch.Tensor | None = None  # [B, n, 1] patch tokens' sizes; None before a merge
+        for blk, rounds in zip(self.blocks, self.plan, strict=True):
+            bias = None if sizes is None else proportional_bias(sizes, p)
+            a, k = attention_with_keys(blk.attn, blk.norm1(x), bias)
+            x = x + blk.drop_path1(blk.ls1(a))
+            if rounds:
+                if sizes is None:
+                    sizes = x.new_ones(x.shape[0], x.shape[1] - p, 1)
+                patches, sizes = merge_tokens(x[:, p:], k.mean(dim=1)[:, p:], sizes, rounds)
+                x = torch.cat([x[:, :p], patches], dim=1) if p else patches
+            x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+        return x
+
+
+def proportional_bias(sizes: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+    """log(size) per key as an additive attention mask [B, 1, 1, P + n]; prefix tokens get 0."""
+    s = sizes[..., 0]  # [B, n]
+    if num_prefix_tokens:
+        s = torch.cat([s.new_ones(s.shape[0], num_prefix_tokens), s], dim=1)
+    return s.log()[:, None, None, :]
+
+
+def once_plan(n: int, s: int) -> tuple[int, ...]:
+    """Rounds that take n tokens to s, each merging at most half: 16 -> 4 is (8, 4)."""
+    rounds = []
+    while n > s:
+        r = min(n - s, n // 2)
+        rounds.append(r)
+        n -= r
+    return tuple(rounds)
+
+
+def per_block_plan(n: int, r: int, blocks: int) -> Plan:
+    """r tokens merged in each of `blocks` blocks, clipped to half of those present."""
+    plan = []
+    for _ in range(blocks):
+        step = min(r, n // 2)
+        plan.append((step,) if step else ())
+        n -= step
+    return tuple(plan)
+
+
+class _ToMe:
+    """What both ToMe methods share; a subclass gives the merge plan."""
+
+    method: ClassVar[str]
+    where: ClassVar[str] = "in_block"
+    needs: ClassVar[frozenset[str]] = frozenset({"keys", "sizes"})
+    trains: ClassVar[bool] = False
+    options: ClassVar[dict[str, str]] = {}
+    zero_cost_ops: ClassVar[dict[str, str]] = {
+        "aten::argsort": "ranking the A tokens' best edges: comparisons, no multiply-adds",
+        "aten::sort": "restoring the kept A tokens' order: no multiply-adds",
+        "aten::scatter_reduce": "summing merged tokens into their partners: one add per element",
+        "aten::linalg_vector_norm": "L2-normalising the metric: a reduction, like aten::sum",
+        "aten::norm": "L2-normalising the metric: a reduction, like aten::sum",
+        "aten::log": "proportional attention's log(size) mask: element-wise",
+        "aten::gather": "copying tokens (fvcore ignores it silently; listed here)",
+        "aten::new_ones": "the sizes' initial ones and the prefix tokens' size: no arithmetic",
+    }
+
+    def plan(self, info: ModelInfo, variant: Variant) -> Plan:
+        raise NotImplementedError
+
+    def check(self, info: ModelInfo, variant: Variant) -> None:
+        only_defaults(self.method, variant)
+        in_block_check(self.method, info, variant)
+
+    def label(self, variant: Variant) -> str:
+        return plain_label(variant)
+
+    def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
+        p, n, k = info.num_prefix_tokens, info.num_patches, variant.block_index
+        head_dim = info.embed_dim // info.num_heads
+        attn, mlp, macs = [p + n] * k, [p + n] * k, 0
+        for rounds in self.plan(info, variant):
+            attn.append(p + n)
+            for r in rounds:  # the similarity matmul: |A| x |B| x head_dim
+                macs += (n - n // 2) * (n // 2) * head_dim
+                n -= r
+            mlp.append(p + n)
+        return TokenSchedule(tuple(attn), tuple(mlp), p + n, macs)
+
+    def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
+        k = variant.block_index
+        blocks = list(model.blocks)
+        stack = MergingBlocks(blocks[k:], self.plan(info, variant), info.num_prefix_tokens)
+        model.blocks = nn.Sequential(*blocks[:k], stack)
+        return model
+
+
+@register_reducer
+class ToMeOnce(_ToMe):
+    """`tome`: merge the N patch tokens down to S inside block k."""
+
+    method: ClassVar[str] = "tome"
+
+    def plan(self, info: ModelInfo, variant: Variant) -> Plan:
+        later = info.depth - variant.block_index - 1
+        return (once_plan(info.num_patches, variant.num_tokens),) + ((),) * later
+
+
+@register_reducer
+class ToMePerBlock(_ToMe):
+    """`tome_r`: merge r tokens in every block from k on (the paper's schedule)."""
+
+    method: ClassVar[str] = "tome_r"
+    options: ClassVar[dict[str, str]] = {
+        "r": "tokens merged in every block from k on (clipped to half the patch tokens); required"
+    }
+    # A sweep without [grid.options.tome_r]: the paper's ViT-B/16 setting (r = 13 from block 0
+    # takes 196 patches to 40); on a smaller model the per-block clip to half applies.
+    sweep_defaults: ClassVar[dict[str, tuple[int, ...]]] = {"r": (13,)}
+
+    def check(self, info: ModelInfo, variant: Variant) -> None:
+        super().check(info, variant)
+        r = variant.param("r")
+        if r is None or r < 0:
+            raise ConfigError(f"tome_r needs its parameter r >= 0 (tokens merged per block), got {r}")
+
+    def label(self, variant: Variant) -> str:
+        return f"p{variant.position:.4g}-r{variant.param('r')}"
+
+    def plan(self, info: ModelInfo, variant: Variant) -> Plan:
+        return per_block_plan(info.num_patches, variant.param("r"), info.depth - variant.block_index)
+
+    def derived_tokens(self, info: ModelInfo, variant: Variant) -> int:
+        """S of a tome_r variant: the patch tokens left after the last block."""
+        return info.num_patches - sum(sum(rounds) for rounds in self.plan(info, variant))
