@@ -14,6 +14,7 @@ from tlbench.plots import (
     accuracy_vs_gflops,
     accuracy_vs_position_adapt,
     plot_results,
+    speedup_vs_flops,
 )
 from tlbench.results import to_frame
 
@@ -63,6 +64,20 @@ def test_several_methods_colour_by_method_and_mark_the_position() -> None:
     labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert {"TokenLearner", "Top-K", "p = 0", "p = 1/2", "baseline", "Pareto front"} <= set(labels)
     assert not [t for t in fig.axes[0].texts if t.get_text().startswith("p=")]  # markers say it
+
+
+def test_speedup_figure_with_several_methods_marks_positions_not_text() -> None:
+    """Many methods at the same positions crowd together: markers name the position, no labels."""
+    df = frame(("tokenlearner", "topk", "tome"))
+    speed = df[df["metric"] == "gflops"].drop_duplicates("variant").assign(
+        stage="speed", metric="speedup", unit="x", value=lambda d: 2.0 / d["value"],
+        ci_low=lambda d: 1.8 / d["value"], ci_high=lambda d: 2.2 / d["value"], device="cpu")
+    fig = speedup_vs_flops(pd.concat([df, speed], ignore_index=True))
+    reduced = points(fig)
+    assert len(reduced) == 6 and {m for m, _ in reduced} == set(POSITION_MARKERS[:2])
+    assert len({c for _, c in reduced}) == 3 and not fig.axes[0].texts
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"ToMe", "p = 1/2", "speedup = FLOP ratio"} <= set(labels) and "Pareto front" not in labels
 
 
 def test_one_method_keeps_its_look() -> None:

@@ -15,6 +15,7 @@ position (and, with several token counts, a fill per count).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt  # headless machines fall back to Agg by themselves
@@ -176,9 +177,9 @@ class _MethodStyles:
         return dict(marker=self.marker(position), ms=6, color=self.colors[key[0]],
                     fillstyle=self.fill(key[1]))  # fmt: skip
 
-    def legend(self, ax: plt.Axes) -> None:
-        """Beside the axes: methods (colour), positions (marker), token counts (fill), baseline and
-        the Pareto front; section headers in bold."""
+    def legend(self, ax: plt.Axes, extras: list[tuple[Any, str]] | None = None) -> None:
+        """Beside the axes: methods (colour), positions (marker), token counts (fill), then the
+        `extras` (default: baseline and the Pareto front); section headers in bold."""
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
 
@@ -193,9 +194,10 @@ class _MethodStyles:
         if len(self.tokens) > 1:
             entries += [(blank, "tokens S")]
             entries += [(mark("o", self.fill(t)), f"S = {int(t)}") for t in self.tokens]
-        entries += [(blank, ""),
-                    (Line2D([], [], ls="none", marker="*", ms=11, color=BASE_COLOR), "baseline"),
-                    (Line2D([], [], color="tab:red", lw=1, alpha=0.7), "Pareto front")]  # fmt: skip
+        if extras is None:
+            extras = [(Line2D([], [], ls="none", marker="*", ms=11, color=BASE_COLOR), "baseline"),
+                      (Line2D([], [], color="tab:red", lw=1, alpha=0.7), "Pareto front")]  # fmt: skip
+        entries += [(blank, ""), *extras]
         handles, labels = zip(*entries, strict=True)
         leg = ax.legend(handles, labels, frameon=False, fontsize=7, loc="upper left",
                         bbox_to_anchor=(1.02, 1), ncol=1 if len(entries) <= 18 else 2,
@@ -352,22 +354,29 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     lo = min(0.95, sp["value"].min() / 1.05, bottom.min() / 1.05)  # a variant can be slower
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.plot([lo, hi], [lo, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
+    diagonal = ax.plot([lo, hi], [lo, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
     sp["series"] = _series(sp)
     palette = _palette(sp["series"])
+    styles = _MethodStyles(sp, palette) if len({m for m, _ in palette}) > 1 else None
     for _, r in sp.iterrows():
         c, m, shaky = palette[r["series"]]["color"], palette[r["series"]]["marker"], not _reliable(r)
-        lo, hi_ci = r.get("ci_low"), r.get("ci_high")
-        if pd.notna(lo) and pd.notna(hi_ci):
+        ci_low, ci_high = r.get("ci_low"), r.get("ci_high")
+        if pd.notna(ci_low) and pd.notna(ci_high):
             ax.errorbar(r["flops_speedup"], r["value"], lw=0, elinewidth=1, capsize=2, color=c,
-                        yerr=[[max(r["value"] - lo, 0)], [max(hi_ci - r["value"], 0)]])  # fmt: skip
+                        yerr=[[max(r["value"] - ci_low, 0)], [max(ci_high - r["value"], 0)]])  # fmt: skip
+        if styles:  # several methods: the marker names the position, no text labels to collide
+            ax.plot(r["flops_speedup"], r["value"], ls="none", **styles.point(r["series"], r["position"]),
+                    **({"mfc": "white"} if shaky else {}))  # fmt: skip
+            continue
         ax.plot(r["flops_speedup"], r["value"], marker=m, ls="none", color=c, mfc="white" if shaky else c)
         ax.annotate(f"p={r['position']:.3g}", (r["flops_speedup"], r["value"]),
                     textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
-    for key, st in palette.items():
-        ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette, short=True))
+    if not styles:
+        for key, st in palette.items():
+            ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette, short=True))
+    shaky_mark = None
     if not all(_reliable(r) for _, r in sp.iterrows()):
-        ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
+        (shaky_mark,) = ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
     dev = sp["device"].dropna().unique()
     ax.set_xlabel("FLOP-implied speedup (×)")
     ax.set_ylabel("measured speedup (×)")
@@ -381,7 +390,11 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_aspect("equal")
     where = f"{_model_title(df)} on {dev[0]}" if len(dev) else _model_title(df)
     ax.set_title(f"Wall-clock vs FLOPs — {where}", fontsize=9)
-    _axes_legend(ax, len(palette))
+    if styles:
+        extras = [(diagonal[0], "speedup = FLOP ratio")]
+        styles.legend(ax, extras + ([(shaky_mark, shaky_mark.get_label())] if shaky_mark else []))
+    else:
+        _axes_legend(ax, len(palette))
     sns.despine(fig)
     return fig
 
