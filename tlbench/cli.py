@@ -595,6 +595,100 @@ def probe(
         table.add_row(r["dataset"], str(r["shots"]), *cells, *delta)
     emit_records([dataclasses.asdict(r) for r in result.records], fmt, table)
 
+@app.command()
+def recommend(
+    run_dir: Path = typer.Argument(..., help="A run directory (finished or partial)."),
+    max_gflops: float | None = typer.Option(None, "--max-gflops", help="GFLOPs per image at most (fvcore)."),
+    min_speedup: float | None = typer.Option(None, "--min-speedup", help="Speedup over the baseline at least, met by its 95% interval's lower bound."),
+    max_accuracy_drop: float | None = typer.Option(None, "--max-accuracy-drop", help="Points of few-shot accuracy below the baseline at most, on every probe set chosen."),
+    dataset: list[str] = typer.Option([], "--dataset", help="Probe set(s) to judge accuracy on (repeatable or comma list; default: every one the run probed)."),
+    shots: int | None = typer.Option(None, "--shots", help="Shot count (default: 5 if measured, else the largest)."),
+    show_all: bool = typer.Option(False, "--all", help="Also list the variants over budget."),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+) -> None:
+    """Which variants fit a compute / speed / accuracy budget, ranked, Pareto front marked.
+
+    Variants lacking a metric a budget needs are listed as 'not measured'. JSON and CSV hold
+    every variant with its verdict (fits, not measured, over budget).
+    """
+    with user_errors():
+        check_format(fmt)
+        from tlbench.recommend import FITS, OVER, Budget, to_records
+        from tlbench.recommend import recommend as run_recommend
+
+        datasets = [d.strip() for item in dataset for d in item.split(",") if d.strip()]
+        budget = Budget(max_gflops, min_speedup, max_accuracy_drop)
+        frame = run_recommend(run_dir, budget, datasets=datasets or None, shots=shots)
+    records = to_records(frame)
+    fits = sum(r["verdict"] == FITS for r in records)
+    limits = [f"GFLOPs ≤ {max_gflops:g}" if max_gflops is not None else "",
+              f"speedup (95% lower bound) ≥ {min_speedup:g}×" if min_speedup is not None else "",
+              f"accuracy drop ≤ {max_accuracy_drop:g} pt" if max_accuracy_drop is not None else ""]  # fmt: skip
+    acc_cols = [c for c in frame.columns if c.startswith("acc_") and c not in ("acc_mean", "acc_drop")]
+    k = records[0]["shots"] if records else None
+    table = Table(
+        title=f"{run_dir}: {fits} of {len(records)} variants fit " + ", ".join(x for x in limits if x),
+        caption=f"accuracy: stage quality, {k}-shot, mean over seeds, %; drop: the worst probe set's, "
+        "in points below the baseline. speedup: point estimate [95% interval]; a speedup budget is "
+        "met by the lower bound. ★ Pareto front among the fitting variants (no other one has "
+        "lower-or-equal GFLOPs and higher-or-equal accuracy).",
+    )
+    heads = ["#", "variant", "method", "p", "block", "S", "GFLOPs", "speedup",
+             *(f"{c[4:]} %" for c in acc_cols), "mean %", "drop pt", "Pareto", "verdict"]  # fmt: skip
+    for h in heads:
+        table.add_column(h, justify="left" if h in ("variant", "method", "verdict") else "right",
+                         no_wrap=h in ("variant", "speedup"))  # fmt: skip
+    for r in records:
+        if r["verdict"] == OVER and not show_all:
+            continue
+        sp = "–" if r["speedup"] is None else f"{r['speedup']:.2f}×"
+        if r["speedup_low"] is not None and r["variant"] != "baseline":
+            sp += f" [{r['speedup_low']:.2f}–{r['speedup_high']:.2f}]"
+        verdict = r["verdict"] + (f": {r['reason']}" if r["reason"] else "")
+        table.add_row(
+            _fmt(r["rank"]), r["variant"], r["method"] or "–", _fmt(r["position"], "{:.4g}"),
+            _fmt(r["block_index"]), _fmt(r["num_tokens"]), _fmt(r["gflops"], "{:.4g}"), sp,
+            *(_fmt(r[c], "{:.1f}") for c in acc_cols), _fmt(r["acc_mean"], "{:.1f}"),
+            _fmt(r["acc_drop"], "{:.1f}"), {True: "★", False: "", None: "–"}[r["pareto"]], verdict,
+            style={OVER: "dim", FITS: None}.get(r["verdict"], "yellow"),
+        )  # fmt: skip
+    if fmt == "table":
+        Console(width=max(console.width, 160)).print(table)
+    else:
+        emit_records(records, fmt)
+
+
+@app.command()
+def status(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+) -> None:
+    """Each unit of a run: done, skipped, failed or not started; and whether a process runs it.
+
+    Exit code 0 when every unit is done or skipped (nothing left to run), 1 when a unit failed or
+    has not run yet (also while a sweep is still working on it), 2 on bad input.
+    """
+    with user_errors():
+        if fmt not in ("table", "json"):
+            raise ConfigError(f"--format must be table or json; got {fmt!r}")
+        from tlbench.status import run_status
+
+        st = run_status(run_dir)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
+    else:
+        table = Table(title=f"{run_dir}: {st.summary()}")
+        for h in ("model", "variant", "stage", "status", "rows", "note"):
+            table.add_column(h, justify="right" if h == "rows" else "left")
+        colour = {"done": None, "skipped": "yellow", "failed": "red", "not started": "dim"}
+        for u in st.units:
+            note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
+            table.add_row(u.model, u.variant, u.stage, u.status, _fmt(u.rows), note, style=colour[u.status])
+        Console(width=max(console.width, 120)).print(table)
+        console.print(st.summary(), highlight=False, soft_wrap=True)
+    if not st.complete:
+        raise typer.Exit(code=1)
+
 
 def main() -> None:
     """Console-script entry point."""

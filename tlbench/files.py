@@ -6,6 +6,7 @@ checkpoint once crashed because it wrote into a `checkpoints/` folder nobody had
   file and a kill never leaves one;
 - `append_text`: one write + flush + fsync, so a kill cuts at most the last line;
 - `RunLock`: one process per run directory (a second `--resume` of the same run refuses);
+  `lock_holder` asks, without taking it, who holds it (`tlbench status`);
 - `inside`: names from config files that become paths must stay under their root.
 Every OSError becomes a one-line ConfigError naming the path.
 """
@@ -120,3 +121,25 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # closing releases the flock
             self._file = None
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """Who holds the run's lock now ('tlbench pid N'), or None: a shared, non-blocking flock
+    on `.lock` that is released at once (it never blocks or disturbs a running sweep)."""
+    path = Path(run_dir) / ".lock"  # RunLock's file
+    if not path.is_file():
+        return None
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows): no locks to ask
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return f.read().strip() or "another process"
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None

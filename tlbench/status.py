@@ -1,0 +1,90 @@
+"""Where does a run stand? Every unit its config expands to, with what the ledger says of it,
+and whether a process works on the run now.
+
+A unit is (model, variant, stage) for each variant of sweep.expand and each enabled stage:
+- done (with its row count), skipped (reason), failed (one-line error and the log file);
+- not started: no ledger line (never reached, or cut short by a kill: its rows, if any, are
+  dropped and redone on --resume). Runs from before the ledger count a unit done by its rows.
+`complete` is the CI question "is there anything left to run?": every unit done or skipped
+(the sweep's own exit-0 rule); a failed or not-started unit makes it False.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tlbench import files, results
+from tlbench.errors import ResultsError
+from tlbench.sweep import STAGES, expand, stored_config
+
+NOT_STARTED = "not started"
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    model: str
+    variant: str
+    stage: str
+    status: str  # done, skipped, failed, not started
+    rows: int | None  # rows written by a done unit
+    reason: str | None  # skipped: why; failed: the one-line error
+    log: str | None  # failed: the traceback's file, relative to the run
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_dir: Path
+    units: list[UnitStatus]
+    lock_holder: str | None  # 'tlbench pid 123' while a process holds the run's lock, else None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        c = Counter(u.status for u in self.units)
+        return {s: c.get(s, 0) for s in (*results.STATUSES, NOT_STARTED)}
+
+    @property
+    def complete(self) -> bool:
+        return all(u.status in ("done", "skipped") for u in self.units)
+
+    def summary(self) -> str:
+        c = self.counts
+        state = f"running ({self.lock_holder})" if self.lock_holder else "not running"
+        return (f"{len(self.units)} units: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed, "
+                f"{c[NOT_STARTED]} not started; {state}")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_dir": str(self.run_dir), "running": self.lock_holder is not None,
+                "lock_holder": self.lock_holder, "complete": self.complete, "counts": self.counts,
+                "units": [asdict(u) for u in self.units]}  # fmt: skip
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    """Every unit of the run's stored config with its state, and the lock holder if any."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ResultsError(f"{run_dir}: no such run directory")
+    config = stored_config(run_dir)  # not a run: a one-line ResultsError
+    stages = [s for s in STAGES if getattr(config, s).enabled]
+    ledger = results.read_units(run_dir) if results.has_ledger(run_dir) else None
+    counted = Counter(
+        (r["model"], r["variant"], results.unit_stage(r["stage"]))
+        for r in results.read_rows(run_dir)
+    )
+    units = []
+    for v in expand(config):
+        for stage in stages:
+            key = (v.model, v.name, stage)
+            if ledger is None:  # a run from before the ledger: done by its rows
+                state = "done" if counted[key] else NOT_STARTED
+                units.append(UnitStatus(*key, state, counted[key] or None, None, None))
+                continue
+            u = ledger.get(key)
+            if u is None:
+                units.append(UnitStatus(*key, NOT_STARTED, None, None, None))
+                continue
+            rows = u.get("rows", counted[key]) if u["status"] == "done" else None
+            units.append(UnitStatus(*key, u["status"], rows, u.get("reason"), u.get("log")))
+    return RunStatus(run_dir, units, files.lock_holder(run_dir))
