@@ -112,12 +112,19 @@ def models(
     all_timm: bool = typer.Option(False, "--all", help="Also list every timm ViT name tlbench accepts."),
 ) -> None:
     """List model aliases and which timm ViTs work."""
-    from tlbench.models import ALIASES, CUSTOM_MODELS, DESCRIPTIONS, model_info, vit_names
+    from tlbench.models import (
+        ALIASES,
+        CUSTOM_MODELS,
+        DESCRIPTIONS,
+        REPATCHED,
+        model_info,
+        vit_names,
+    )
 
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
     for col in ("alias", "model", "depth", "width", "heads", "patch", "img", "tokens"):
         table.add_column(col, justify="left" if col in ("alias", "model") else "right")
-    for alias in [*CUSTOM_MODELS, *ALIASES]:
+    for alias in [*CUSTOM_MODELS, *ALIASES, *REPATCHED]:
         i = model_info(alias)
         table.add_row(alias, DESCRIPTIONS.get(alias, i.name), str(i.depth), str(i.embed_dim),
                       str(i.num_heads), str(i.patch_size), str(i.img_size[0]),
