@@ -180,6 +180,33 @@ def flops(
     emit_records(records, fmt, table)
 
 
+@app.command("compare-models")
+def compare_models(
+    model: list[str] = typer.Option(..., "--model", "-m", help="A model to count with TokenLearner (repeatable)."),
+    positions: str = typer.Option("0.5,0.75", help="Relative positions p, comma list."),
+    tokens: str = typer.Option("8,16", help="Numbers of learned tokens S, comma list."),
+    reference: list[str] = typer.Option([], "--reference", "-r", help="A model counted plain only (repeatable)."),
+    version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
+    out: Path | None = typer.Option(None, help="Write compute.csv/.json and compute.png/.pdf here."),
+) -> None:
+    """GFLOPs and parameters of several models, with TokenLearner and plain, in one table."""
+    with user_errors():
+        from tlbench.compare_models import compare_models as count
+        from tlbench.compare_models import label, write_comparison
+
+        pos, toks = parse_floats(positions, "--positions") or [], parse_ints(tokens, "--tokens") or []
+        rows = count(model, pos, toks, reference, version=version)
+        written = write_comparison(rows, out) if out is not None else []
+    table = Table(title="GFLOPs per image (fvcore, 1 multiply-add = 1 FLOP) and parameters")
+    for col in ("model", "img", "tokens after", "GFLOPs", "params (M)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(label(r), str(r.img_size), _fmt(r.num_tokens), f"{r.gflops:.3f}", f"{r.params_m:.2f}")
+    console.print(table)
+    if written:
+        console.print(f"written: {', '.join(str(p) for p in written)}", soft_wrap=True)
+
+
 def _fmt(value: Any, spec: str = "{}") -> str:
     return "–" if value is None else spec.format(value)
 
