@@ -112,12 +112,19 @@ def models(
     all_timm: bool = typer.Option(False, "--all", help="Also list every timm ViT name tlbench accepts."),
 ) -> None:
     """List model aliases and which timm ViTs work."""
-    from tlbench.models import ALIASES, CUSTOM_MODELS, DESCRIPTIONS, model_info, vit_names
+    from tlbench.models import (
+        ALIASES,
+        CUSTOM_MODELS,
+        DESCRIPTIONS,
+        REPATCHED,
+        model_info,
+        vit_names,
+    )
 
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
     for col in ("alias", "model", "depth", "width", "heads", "patch", "img", "tokens"):
         table.add_column(col, justify="left" if col in ("alias", "model") else "right")
-    for alias in [*CUSTOM_MODELS, *ALIASES]:
+    for alias in [*CUSTOM_MODELS, *ALIASES, *REPATCHED]:
         i = model_info(alias)
         table.add_row(alias, DESCRIPTIONS.get(alias, i.name), str(i.depth), str(i.embed_dim),
                       str(i.num_heads), str(i.patch_size), str(i.img_size[0]),
@@ -171,6 +178,75 @@ def flops(
             _fmt(r["flops_ratio"], "{:.3f}"), f"{r['params_m']:.2f}",
         )  # fmt: skip
     emit_records(records, fmt, table)
+
+
+@app.command("compare-models")
+def compare_models(
+    model: list[str] = typer.Option(..., "--model", "-m", help="A model to count with TokenLearner (repeatable)."),
+    positions: str = typer.Option("0.5,0.75", help="Relative positions p, comma list."),
+    tokens: str = typer.Option("8,16", help="Numbers of learned tokens S, comma list."),
+    reference: list[str] = typer.Option([], "--reference", "-r", help="A model counted plain only (repeatable)."),
+    version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
+    out: Path | None = typer.Option(None, help="Write compute.csv/.json and compute.png/.pdf here."),
+) -> None:
+    """GFLOPs and parameters of several models, with TokenLearner and plain, in one table."""
+    with user_errors():
+        from tlbench.compare_models import compare_models as count
+        from tlbench.compare_models import label, write_comparison
+
+        pos, toks = parse_floats(positions, "--positions") or [], parse_ints(tokens, "--tokens") or []
+        rows = count(model, pos, toks, reference, version=version)
+        written = write_comparison(rows, out) if out is not None else []
+    table = Table(title="GFLOPs per image (fvcore, 1 multiply-add = 1 FLOP) and parameters")
+    for col in ("model", "img", "tokens after", "GFLOPs", "params (M)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(label(r), str(r.img_size), _fmt(r.num_tokens), f"{r.gflops:.3f}", f"{r.params_m:.2f}")
+    console.print(table)
+    if written:
+        console.print(f"written: {', '.join(str(p) for p in written)}", soft_wrap=True)
+
+
+@app.command()
+def maps(
+    run_dir: Path | None = typer.Argument(None, help="A sweep's run directory (with --variant)."),
+    variant: str | None = typer.Option(None, "--variant", help="Variant name in RUN_DIR, e.g. p0.25-s8."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A training checkpoint (.pt) instead of a run."),
+    model: str = typer.Option("vit_cpu6", "--model", "-m", help="With --checkpoint: the model it was trained as."),
+    position: float | None = typer.Option(None, help="With --checkpoint: relative position p of the TokenLearner."),
+    tokens: int = typer.Option(8, help="With --checkpoint: number of learned tokens S."),
+    version: str = typer.Option("1.1", "--version", help="With --checkpoint: TokenLearner version 1.1 or 1.0."),
+    fuser: bool = typer.Option(False, help="With --checkpoint: trained with the TokenFuser."),
+    img_size: int | None = typer.Option(None, help="With --checkpoint: input size (default: the model's)."),
+    images: Path | None = typer.Option(None, "--images", help="A folder of images (default: built-in digits)."),
+    count: int = typer.Option(4, help="How many images (one digit per class by default)."),
+    threshold: float = typer.Option(0.5, help="Digit pixels: gray value above this (built-in digits only)."),
+    out: Path = typer.Option(Path("maps"), help="Output path without suffix: OUT.png and OUT.pdf."),
+) -> None:
+    """Draw each learned token's map over a few images (no training: stored weights only)."""
+    with user_errors():
+        from tlbench import maps as lib
+
+        if (run_dir is None) == (checkpoint is None):
+            raise ConfigError("give RUN_DIR --variant NAME, or --checkpoint PATH with the variant options")
+        if run_dir is not None:
+            if not variant:
+                raise ConfigError("RUN_DIR needs --variant NAME (e.g. p0.25-s8)")
+            source = lib.from_run(run_dir, variant)
+        else:
+            source = lib.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)
+        imgs = None
+        if images is not None:
+            from tlbench.models import model_info
+
+            imgs = lib.folder_images(images, model_info(source.variant.model, source.img_size).img_size[0], count)
+        paths, mass = lib.render_maps(source, imgs, out, threshold, count)
+    console.print(f"maps of {source.variant.model} {source.variant.name} from {source.checkpoint}", soft_wrap=True)
+    if mass is not None:
+        console.print(f"digit mass: the tokens put {mass['mass_on_digit']:.1%} of their weight on digit pixels, "
+                      f"which cover {mass['area_of_digit']:.1%} of the image ({mass['ratio']:.2f}x; "
+                      f"{mass['tokens_above_area']:.0%} of tokens above the area share)", soft_wrap=True)  # fmt: skip
+    console.print(f"figure: {', '.join(str(p) for p in paths)}", soft_wrap=True)
 
 
 def _fmt(value: Any, spec: str = "{}") -> str:

@@ -52,6 +52,9 @@ ALIASES: dict[str, str] = {
     "vit_l16": "vit_large_patch16_224",
     "vit_l32": "vit_large_patch32_224",
     "vit_h14": "vit_huge_patch14_224",
+    # The paper's ViT-G/14 (Zhai et al., "Scaling Vision Transformers"): 48 blocks, width 1664,
+    # MLP 8192, 16 heads, 14 px patches; timm's name for this geometry is "gigantic".
+    "vit_g14": "vit_gigantic_patch14_224",
 }
 
 # Models that are not in timm's registry: timm VisionTransformer built from these arguments.
@@ -69,10 +72,24 @@ CUSTOM_MODELS: dict[str, dict[str, Any]] = {
                       mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
 }
 SINCOS_INIT = {"vit_cpu6", "vit_cpu12"}
+
+# timm ViTs at another patch size: (timm name, patch size). Built by timm with `patch_size=`, so a
+# pretrained or local checkpoint of the stock model loads through timm's checkpoint_filter_fn,
+# which resamples the patch embedding to the new patch (resample_patch_embed, PI-resize) and the
+# position embedding to the new grid (resample_abs_pos_embed). The paper's L/10 and L/8 are
+# ViT-L/16 with smaller patches: at 224 px a 10 px patch gives a 22 x 22 grid (the last 4 pixel
+# rows and columns fall outside it, as in any strided conv) and an 8 px patch a 28 x 28 grid.
+REPATCHED: dict[str, tuple[str, int]] = {
+    "vit_l10": ("vit_large_patch16_224", 10),
+    "vit_l8": ("vit_large_patch16_224", 8),
+}
 DESCRIPTIONS = {
     "tiny": "test model: 32 px, patch 8, width 64, depth 4, 2 heads",
     "vit_cpu6": "CPU-sized depth-6 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
     "vit_cpu12": "CPU-sized depth-12 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
+    "vit_l10": "ViT-L/16 with 10 px patches (paper's L/10): 22 x 22 grid at 224 px",
+    "vit_l8": "ViT-L/16 with 8 px patches (paper's L/8): 28 x 28 grid at 224 px",
+    "vit_g14": "ViT-G/14 (vit_gigantic_patch14_224): 48 blocks, width 1664, MLP 8192",
 }
 
 
@@ -134,7 +151,7 @@ def resolve_model(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
-    if name in CUSTOM_MODELS:
+    if name in CUSTOM_MODELS or name in REPATCHED:
         return name
     if name.split(".")[0] in _timm_vit_names():
         reason = _probe_reason(name.split(".")[0])
@@ -186,8 +203,11 @@ def _create(
         args = dict(num_classes=num_classes, global_pool="avg", fc_norm=False, **kw)
         if img_size is not None:
             args["img_size"] = img_size
+        stock = name
+        if name in REPATCHED:  # the stock model's weights, resampled by timm to the new patch
+            stock, args["patch_size"] = REPATCHED[name]
         try:
-            model = timm.create_model(name, pretrained=pretrained, **args)
+            model = timm.create_model(stock, pretrained=pretrained, **args)
         except (
             RuntimeError,
             OSError,
@@ -221,7 +241,9 @@ def model_info(name: str, img_size: int | None = None) -> ModelInfo:
         raise ConfigError(f"{resolved} {reason}; {SUPPORTED}")
     patch = m.patch_embed.patch_size
     size = m.patch_embed.img_size
-    if img_size is not None and (img_size % patch[0] or img_size % patch[1]):
+    # A repatched model keeps its stock image size (224 px with 10 px patches: a 22 x 22 grid).
+    stock_size = img_size is not None and resolved in REPATCHED and img_size == model_info(resolved).img_size[0]
+    if img_size is not None and (img_size % patch[0] or img_size % patch[1]) and not stock_size:
         raise ConfigError(
             f"image size {img_size} is not divisible by {resolved}'s patch size {patch[0]}"
         )
