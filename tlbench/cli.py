@@ -170,7 +170,7 @@ def flops(
     table = Table(title=f"{records[0]['model']} @ {records[0]['img_size']} px: GFLOPs per image "
                         "(fvcore, 1 multiply-add = 1 FLOP)")  # fmt: skip
     for col in ("variant", "p", "block", "S", "GFLOPs", "analytic", "× baseline", "params (M)"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
     for r in records:
         table.add_row(
             r["variant"], _fmt(r["position"], "{:.4g}"), _fmt(r["block_index"]),
@@ -307,7 +307,7 @@ def bench(
         "kernel(s) that ran (flash, efficient, cudnn, math: SDPA; unfused: explicit softmax(QK^T)V).",
     )
     for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
     for r in records:
         spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
         ci = f"{r['speedup_low']:.2f}–{r['speedup_high']:.2f}"
@@ -323,7 +323,7 @@ def bench(
 @app.command()
 def sweep(
     config: Path | None = typer.Argument(None, help="A sweep file (sweeps/*.toml). Default: the built-in study."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Override the model (alias or timm name)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Override the model (alias or timm name); a comma list runs several."),
     positions: str | None = typer.Option(None, help="Override the positions, comma list; 'all' = every block."),
     tokens: str | None = typer.Option(None, help="Override the token counts, comma list."),
     device: str | None = typer.Option(None, help="Device for speed and quality: auto, cpu, cuda."),
@@ -339,8 +339,11 @@ def sweep(
     bar = SweepProgress()
     with user_errors(), _interruptible(bar):
         overrides = list(set_)
-        if model:
-            overrides.append(f'model.name="{model}"')
+        names = [n.strip() for n in (model or "").split(",") if n.strip()]
+        if len(names) > 1:  # several models: model.names (it replaces model.name)
+            overrides.append("model.names=[" + ", ".join(f'"{n}"' for n in names) + "]")
+        elif names:
+            overrides.append(f'model.name="{names[0]}"')
         if positions:
             pos = '"all"' if positions.strip() == "all" else str(parse_floats(positions, "--positions"))
             overrides.append("grid.positions=" + pos)
@@ -355,7 +358,7 @@ def sweep(
         if cfg is not None and model and config is None and cfg.name == "default":
             from dataclasses import replace
 
-            cfg = replace(cfg, name=model)
+            cfg = replace(cfg, name="-".join(names))  # a folder name: no commas
         from tlbench.sweep import run_sweep
 
         with bar:
@@ -457,7 +460,7 @@ def summary_table(df: Any, units: dict | None = None) -> Table:
     frame = summary(df, units=units)
     table = Table(title="tlbench sweep summary")
     for col in frame.columns:
-        table.add_column(str(col), justify="left" if col == "variant" else "right")
+        table.add_column(str(col), justify="left" if col in ("model", "variant") else "right")
     for _, row in frame.iterrows():
         table.add_row(*[_cell(v) for v in row])
     return table

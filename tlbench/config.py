@@ -28,9 +28,17 @@ else:  # pragma: no cover
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "vit_cpu6"  # alias or timm ViT name
+    # Several models in one sweep (the paper's family); when given, it replaces `name` (which
+    # becomes its first entry). One name here is the same sweep as `name` alone.
+    names: tuple[str, ...] = ()
     img_size: int | None = None  # None: the model's own
     pretrained: bool = False  # timm weights for the backbone (TokenLearner always starts fresh)
     checkpoint: str | None = None  # a local timm checkpoint instead of the hub
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The sweep's models, in order: `names`, or `name` alone."""
+        return self.names or (self.name,)
 
 
 ADAPT = ("scratch", "none", "distill")  # quality.adapt
@@ -193,6 +201,9 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(value, hint, where, key)
     config = cls(**kwargs)
+    if isinstance(config, ModelConfig) and config.names:  # name := names[0]; one name is `name`
+        config = dataclasses.replace(config, name=config.names[0],
+                                     names=config.names if len(config.names) > 1 else ())  # fmt: skip
     _validate(config, where, prefix)
     return config
 
@@ -252,6 +263,11 @@ def _validate(config: Any, where: str, prefix: str) -> None:
 
     if isinstance(config, SweepConfig) and not NAME.fullmatch(config.name):
         raise bad("name", f"must be letters, digits, '.', '_' or '-' (it names a folder), got {config.name!r}")
+    if isinstance(config, ModelConfig) and config.names:
+        if len(set(config.names)) < len(config.names):
+            raise bad("names", f"names a model twice: {list(config.names)}")
+        if config.checkpoint is not None:
+            raise bad("checkpoint", "is one model's weights: give it with model.name, not model.names")
     if isinstance(config, GridConfig):
         if isinstance(config.positions, str) and config.positions != "all":
             raise bad("positions", f"must be a list of numbers or 'all', got {config.positions!r}")

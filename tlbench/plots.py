@@ -10,6 +10,13 @@ position (and, with several token counts, a fill per count).
 - speedup: measured speedup vs the FLOP-implied one (where speed was measured);
 - accuracy_vs_position_adapt: accuracy vs position before (dashed) and after (solid) adaptation,
   where a run probed reducers at both stages (quality_init and quality).
+
+A run of several models (model.names) draws each figure above per model (`NAME-MODEL.png`, never
+mixing models) plus the family figures, a colour per model:
+- family_gflops_vs_position: compute vs position, every model on one log-scaled axis (drawn from
+  compute alone, so a compute-only sweep has its family figure);
+- family_accuracy_vs_gflops: the paper's trade-off across models, each reducer variant joined to
+  its own baseline, GFLOPs on a log axis, top left is better (drawn when accuracy exists).
 """
 
 from __future__ import annotations
@@ -425,12 +432,118 @@ FIGURES = {
 }
 
 
+
+def _model_colors(df: pd.DataFrame) -> dict[str, Any]:
+    """A colour per model, the models ordered by their baseline's GFLOPs (else as they come)."""
+    g = _metric(df, "gflops")
+    base = g[g["variant"] == "baseline"].groupby("model")["value"].first()
+    models = sorted(dict.fromkeys(df["model"].dropna()), key=lambda m: base.get(m, np.inf))
+    colors = sns.color_palette("colorblind", max(len(models), 1))
+    return {m: colors[i % len(colors)] for i, m in enumerate(models)}
+
+
+def family_gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
+    """GFLOPs vs position for several models on one log axis: a colour per model, its baseline
+    dashed; with several methods or token counts a marker and dash per (method, tokens)."""
+    g = _metric(df, "gflops")
+    if g["model"].nunique() < 2:
+        return None
+    colors = _model_colors(df)
+    reduced = g[g["variant"] != "baseline"]
+    keys = sorted(set(_series(reduced)), key=str)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for model, c in colors.items():
+        sub = g[g["model"] == model]
+        base = sub[sub["variant"] == "baseline"]["value"]
+        if len(base):
+            ax.axhline(base.iloc[0], color=c, ls="--", lw=1)
+        red = sub[sub["variant"] != "baseline"]
+        for key, s in red.groupby(_series(red)):
+            i = keys.index(key)
+            s = s.sort_values("position")
+            ax.plot(s["position"], s["value"], marker=MARKERS[i % 4], ls=LINES[i % 4], ms=4, lw=1.5, color=c)
+        ax.plot([], [], color=c, lw=2, label=model)
+    if len(keys) > 1:
+        for i, key in enumerate(keys):
+            ax.plot([], [], color="0.35", marker=MARKERS[i % 4], ls=LINES[i % 4], label=_label(key, dict.fromkeys(keys)))
+    ax.plot([], [], color="0.35", ls="--", lw=1, label="baseline (no reduction)")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"relative position p of {_where(g)}")
+    ax.set_ylabel("GFLOPs per image (1 MAC = 1 FLOP)")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+    ax.set_title(f"Compute vs position — {len(colors)} models", fontsize=10)
+    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    sns.despine(fig)
+    return fig
+
+
+def family_accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure | None:
+    """The paper's accuracy vs GFLOPs across models, a panel per dataset: a colour per model, its
+    baseline a star, each reducer variant a dot joined to that baseline; GFLOPs on a log axis.
+    Top left (more accurate for less compute) is better."""
+    acc, g = _metric(df, "fewshot_acc"), _metric(df, "gflops")
+    if acc.empty or g.empty or acc["model"].nunique() < 2:
+        return None
+    available = sorted(acc["shots"].dropna().unique())
+    shots = shots if shots in available else (5 if 5 in available else available[-1])
+    acc = acc[acc["shots"] == shots]
+    flops = g.groupby(["model", "variant"])["value"].first()
+    colors = _model_colors(df)
+    datasets = sorted(acc["dataset"].dropna().unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.0 * len(datasets) + 2, 4.0), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        pts = acc[acc["dataset"] == ds].groupby(["model", "variant", "position"], dropna=False)
+        pts = pts["value"].agg(["mean", "std"]).reset_index()
+        pts["gflops"] = [flops.get((m, v), np.nan) for m, v in zip(pts["model"], pts["variant"], strict=True)]
+        pts = pts.dropna(subset=["gflops"])
+        for model, c in colors.items():
+            mine = pts[pts["model"] == model]
+            base, red = mine[mine["variant"] == "baseline"], mine[mine["variant"] != "baseline"]
+            for _, r in red.iterrows():
+                if len(base):  # the variant joined to its own baseline: what the reducer trades
+                    b = base.iloc[0]
+                    ax.plot([b["gflops"], r["gflops"]], [b["mean"] * 100, r["mean"] * 100], color=c, lw=0.8, alpha=0.5)
+                ax.errorbar(r["gflops"], r["mean"] * 100, yerr=0 if pd.isna(r["std"]) else r["std"] * 100,
+                            marker="o", ms=5, color=c, lw=0, elinewidth=1, capsize=2)  # fmt: skip
+                ax.annotate(f"p={position_label(r['position'])}", (r["gflops"], r["mean"] * 100),
+                            textcoords="offset points", xytext=(4, -8), fontsize=6, color=c)  # fmt: skip
+            for _, b in base.iterrows():
+                ax.plot(b["gflops"], b["mean"] * 100, marker="*", ms=12, color=c, mec="0.2", mew=0.5, ls="none")
+        ax.set_xscale("log")
+        ax.margins(x=0.1, y=0.1)
+        ax.annotate("better", xy=(0.03, 0.97), xytext=(0.2, 0.8), xycoords="axes fraction",
+                    textcoords="axes fraction", fontsize=8, color="0.3", ha="center", va="center",
+                    arrowprops=dict(arrowstyle="->", color="0.4", lw=1))  # fmt: skip
+        ax.set_xlabel("GFLOPs per image (log scale)")
+        ax.set_ylabel(f"{shots}-shot accuracy (%)")
+        ax.set_title(f"{ds} (top left is better)", fontsize=10)
+    ax = axes[0][-1]
+    for model, c in colors.items():
+        ax.plot([], [], ls="none", marker="o", color=c, label=model)
+    ax.plot([], [], ls="none", marker="*", ms=11, color="0.5", mec="0.2", mew=0.5, label="baseline")
+    ax.plot([], [], ls="none", marker="o", color="0.5", label=_where(acc))
+    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"Accuracy vs compute across {len(colors)} models", y=1.02)
+    sns.despine(fig)
+    return fig
+
+
+FAMILY = {
+    "family_gflops_vs_position": family_gflops_vs_position,
+    "family_accuracy_vs_gflops": family_accuracy_vs_gflops,
+}
+
+
 # Which figures a missing unit of each stage leaves incomplete: they say so in a footnote.
 AFFECTED = {
-    "compute": ("gflops_vs_position", "accuracy_vs_gflops", "speedup_vs_flops"),
+    "compute": ("gflops_vs_position", "accuracy_vs_gflops", "speedup_vs_flops",
+                "family_gflops_vs_position", "family_accuracy_vs_gflops"),
     "speed": ("speedup_vs_flops",),
-    "quality": ("accuracy_vs_position", "accuracy_vs_gflops", "accuracy_vs_position_adapt"),
-}
+    "quality": ("accuracy_vs_position", "accuracy_vs_gflops", "accuracy_vs_position_adapt",
+                "family_accuracy_vs_gflops"),
+}  # fmt: skip
 
 
 def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str, str, str]] | None = None,
@@ -444,22 +557,41 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str,
     """
     out_dir = files.make_dir(out_dir)  # a file in the way or no permission: one-line error
     _style()
+    models = list(dict.fromkeys(df["model"].dropna())) if "model" in df else []
+    if len(models) <= 1:
+        return _draw(df, FIGURES, out_dir, "", [m[:3] for m in missing or ()], adapt)
     written = []
-    for name, make in FIGURES.items():
+    for model in models:  # each model's own figures, as a one-model run draws them
+        mine = [m[:3] for m in missing or () if len(m) < 4 or m[3] == model]
+        written += _draw(df[df["model"] == model], FIGURES, out_dir, f"-{_slug(model)}", mine, adapt)
+    labelled = [(m[0], f"{m[3]} {m[1]}" if len(m) > 3 else m[1], m[2]) for m in missing or ()]
+    return written + _draw(df, FAMILY, out_dir, "", labelled, adapt)
+
+
+def _draw(df: pd.DataFrame, figures: dict[str, Any], out_dir: Path, suffix: str,
+          missing: list[tuple[str, str, str]], adapt: str | None) -> list[Path]:  # fmt: skip
+    written = []
+    for name, make in figures.items():
         fig = make(df, adapt=adapt) if make is accuracy_vs_position_adapt else make(df)
         if fig is None:
             continue
-        notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing or ()
+        notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing
                  if name in AFFECTED.get(stage, ())]  # fmt: skip
         if notes:  # below everything drawn, legends under the axes included
             fig.text(0.01, _bottom(fig) - 0.02, "Not shown: " + "; ".join(notes), fontsize=7,
                      color="tab:red", ha="left", va="top", wrap=True)  # fmt: skip
         for ext in ("png", "pdf"):
-            path = out_dir / f"{name}.{ext}"
+            path = out_dir / f"{name}{suffix}.{ext}"
             fig.savefig(path, bbox_inches="tight")
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _slug(model: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model)
 
 
 def _bottom(fig: plt.Figure) -> float:

@@ -117,11 +117,11 @@ def record_unit(run_dir: Path, model: str, variant: str, stage: str, status: str
     files.append_text(Path(run_dir) / UNITS, json.dumps(line) + "\n")
 
 
-def not_done(run_dir: Path) -> list[tuple[str, str, str]]:
-    """(stage, variant, 'skipped (reason)' | 'failed (error)') for every unit not done: what a
-    summary and the figures must say is missing."""
-    return [(stage, variant, u["status"] + (f" ({u['reason']})" if u.get("reason") else ""))
-            for (_, variant, stage), u in read_units(run_dir).items() if u["status"] != "done"]  # fmt: skip
+def not_done(run_dir: Path) -> list[tuple[str, str, str, str]]:
+    """(stage, variant, 'skipped (reason)' | 'failed (error)', model) for every unit not done:
+    what a summary and the figures must say is missing."""
+    return [(stage, variant, u["status"] + (f" ({u['reason']})" if u.get("reason") else ""), model)
+            for (model, variant, stage), u in read_units(run_dir).items() if u["status"] != "done"]  # fmt: skip
 
 
 def has_ledger(run_dir: Path) -> bool:
@@ -278,7 +278,14 @@ def summary(
 ) -> pd.DataFrame:
     """Wide view, one row per variant: GFLOPs, x baseline, img/s, speedup with its interval, the
     trained few-shot accuracy (mean over seeds, %) per probe dataset at one shot count (5 if
-    present), training time against its estimate, and a note for every unit skipped or failed."""
+    present), training time against its estimate, and a note for every unit skipped or failed.
+    A run of several models: one such table per model, stacked, with a `model` column first."""
+    models = list(dict.fromkeys([*df["model"].dropna(), *(m for m, _, _ in units or {})]))
+    if len(models) > 1:
+        parts = [summary(df[df["model"] == m], shots, {k: u for k, u in (units or {}).items() if k[0] == m})
+                 for m in models]  # fmt: skip
+        return pd.concat([p.assign(model=m)[["model", *p.columns]] for m, p in zip(models, parts, strict=True)],
+                         ignore_index=True)  # fmt: skip
     names = list(dict.fromkeys([*df["variant"], *(v for _, v, _ in units or {})]))
     out = pd.DataFrame(index=pd.Index(names, name="variant"))
     meta = df.drop_duplicates("variant").set_index("variant")

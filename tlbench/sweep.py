@@ -38,19 +38,33 @@ class SweepResult:
 
 
 def expand(config: SweepConfig) -> list[Variant]:
-    """The variants of a sweep: baseline first, then each method's (position x tokens x
-    parameters) grid, deduplicated. A method's parameters come from grid.options, its own
-    `sweep_defaults` filling what is absent."""
+    """The variants of a sweep, model by model (model.names, or model.name alone): baseline first,
+    then each method's (position x tokens x parameters) grid, deduplicated. A method's parameters
+    come from grid.options, its own `sweep_defaults` filling what is absent."""
+    return [v for _, variants in by_model(config) for v in variants]
+
+
+def by_model(config: SweepConfig) -> list[tuple[SweepConfig, list[Variant]]]:
+    """(a one-model copy of the config, that model's variants) per model of the sweep: each stage
+    runs model by model, so a speedup is always against the model's own baseline."""
     from tlbench.reducers import get_reducer
 
-    g, m = config.grid, config.model
+    g = config.grid
     positions = None if g.positions == "all" else list(g.positions)
-    out = []
-    for i, method in enumerate(g.methods):
-        params = {**getattr(get_reducer(method), "sweep_defaults", {}), **g.options.get(method, {})}
-        out += make_variants(m.name, positions, list(g.tokens), baseline=g.baseline and i == 0,
-                             version=g.version, fuser=g.fuser, img_size=m.img_size, method=method,
-                             params=params)  # fmt: skip
+    out, seen = [], {}
+    for name in config.model.models:
+        m = dataclasses.replace(config.model, name=name, names=())
+        variants = []
+        for i, method in enumerate(g.methods):
+            params = {**getattr(get_reducer(method), "sweep_defaults", {}), **g.options.get(method, {})}
+            variants += make_variants(m.name, positions, list(g.tokens), baseline=g.baseline and i == 0,
+                                      version=g.version, fuser=g.fuser, img_size=m.img_size,
+                                      method=method, params=params)  # fmt: skip
+        resolved = variants[0].model if variants else name
+        if resolved in seen:
+            raise ConfigError(f"model.names: {seen[resolved]} and {name} are the same model ({resolved})")
+        seen[resolved] = name
+        out.append((dataclasses.replace(config, model=m), variants))
     return out
 
 
@@ -129,13 +143,17 @@ def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Prog
     emit("plan", total=len(stages) * len(variants), run_dir=run_dir)
     todo = {s: [v for v in variants if (v.model, v.name, s) not in done] for s in stages}
     emit("unit", advance=sum(len(variants) - len(todo[s]) for s in stages))
-    book = Book(run_dir, emit)
-    if todo.get("compute"):
-        _compute(config, todo["compute"], book)
-    if todo.get("speed"):
-        _speed(config, variants, todo["speed"], book)
-    if todo.get("quality"):
-        _quality(config, todo["quality"], book)
+    groups = by_model(config)
+    book = Book(run_dir, emit, several=len(groups) > 1)
+    for stage, run in (("compute", _compute), ("speed", _speed), ("quality", _quality)):
+        for sub, mine in groups:  # stage by stage (cheap results first), model by model
+            left = [v for v in todo.get(stage, []) if v in mine]
+            if not left:
+                continue
+            if stage == "speed":
+                _speed(sub, mine, left, book)
+            else:
+                run(sub, left, book)
     figures = draw(run_dir, book)
     return SweepResult(run_dir, tuple(book.skipped), tuple(book.failed), figures)
 
@@ -144,8 +162,9 @@ class Book:
     """Records each unit's outcome (rows, then its ledger line), reports progress, and keeps the
     lines the caller prints for skipped and failed units."""
 
-    def __init__(self, run_dir: Path, emit: Progress) -> None:
+    def __init__(self, run_dir: Path, emit: Progress, several: bool = False) -> None:
         self.run_dir, self.emit = run_dir, emit
+        self.several = several  # several models: lines and log files name the model too
         self.skipped: list[str] = []
         self.failed: list[str] = []
 
@@ -156,22 +175,26 @@ class Book:
 
     def skip(self, v: Variant, stage: str, reason: str) -> None:
         results.record_unit(self.run_dir, v.model, v.name, stage, "skipped", reason=reason)
-        self.skipped.append(f"{stage} {v.name}: {reason}")
+        self.skipped.append(f"{stage} {self.label(v)}: {reason}")
         self.emit("skip", stage=stage, variant=v.name, reason=reason)
         self.emit("unit", advance=1, stage=stage, variant=v.name)
 
     def fail(self, vs: Sequence[Variant], stage: str, failure: Failure) -> None:
         for v in vs:
-            log = files.inside(self.run_dir, "logs", f"{stage}-{v.name}.log")
+            log = files.inside(self.run_dir, "logs", f"{stage}-{self.label(v, '-')}.log")
             files.write_text(log, failure.traceback or failure.line() + "\n")
             results.record_unit(self.run_dir, v.model, v.name, stage, "failed", error=failure.error,
                                 reason=failure.line(), log=log.relative_to(self.run_dir).as_posix())  # fmt: skip
-            self.failed.append(f"{stage} {v.name}: {failure.line()} (traceback: {log})")
+            self.failed.append(f"{stage} {self.label(v)}: {failure.line()} (traceback: {log})")
             self.emit("fail", stage=stage, variant=v.name, reason=failure.line())
             self.emit("unit", advance=1, stage=stage, variant=v.name)
 
     def status(self, text: str) -> None:
         self.emit("status", text=text)
+
+    def label(self, v: Variant, sep: str = " ") -> str:
+        """The variant's name, after its model's when the run has several."""
+        return f"{v.model}{sep}{v.name}" if self.several else v.name
 
 
 def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
