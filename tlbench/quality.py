@@ -229,7 +229,8 @@ def run_probe_variant(
     probes = [load_splits(spec, img_size=size, download=download) for spec in q.probe_data]
     for tr, _ in probes:
         check_shots(tr, q.shots)
-    train_set = load_splits(q.train_data, img_size=size, download=download)[0] if steps else None
+    # the training split; its held-out split measures a distilled variant's agreement
+    train_set, held_out = load_splits(q.train_data, img_size=size, download=download) if steps else (None, None)
     torch.manual_seed(seed)  # the same initial backbone for every variant of a model
     num_classes = (train_set or probes[0][0]).num_classes
     build = functools.partial(build_model, img_size=img_size, pretrained=pretrained,
@@ -257,7 +258,6 @@ def run_probe_variant(
     stages: list[tuple[str, list[FewShotRecord]]] = []
     result = None
     agreement: dict[str, tuple[float, float]] = {}
-    held_out = load_splits(q.train_data, img_size=size, download=download)[1] if distill else None
     if train_set is not None:
         if init_probe:
             say("probing the features before " + ("distillation" if distill else "training"))
