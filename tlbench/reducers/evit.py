@@ -15,10 +15,9 @@ from torch import nn
 
 from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule, register_reducer
-from tlbench.reducers._common import only_defaults, plain_label
 from tlbench.reducers.topk import (
+    InBlockReducer,
     TopKReducer,
-    in_block_check,
     in_block_schedule,
     score_macs,
     wrap_block,
@@ -49,24 +48,18 @@ class KeepAndFuse(nn.Module):
 
 
 @register_reducer
-class EViTReducer:
+class EViTReducer(InBlockReducer):
     method: ClassVar[str] = "evit"
-    where: ClassVar[str] = "in_block"
     needs: ClassVar[frozenset[str]] = frozenset({"cls_attention", "keys"})
-    trains: ClassVar[bool] = False
     zero_cost_ops: ClassVar[dict[str, str]] = {
         "aten::argsort": "ranking N scores: comparisons, no multiply-adds",
         **TopKReducer.zero_cost_ops,
     }
 
     def check(self, info: ModelInfo, variant: Variant) -> None:
-        only_defaults(self.method, variant)
-        in_block_check(self.method, info, variant)
+        super().check(info, variant)
         if variant.num_tokens < 2:
             raise ConfigError("evit keeps S - 1 tokens and fuses the rest into one: S must be >= 2")
-
-    def label(self, variant: Variant) -> str:
-        return plain_label(variant)
 
     def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
         fuse = (info.num_patches - variant.num_tokens + 1) * info.embed_dim

@@ -22,6 +22,7 @@ the blocks inside it are the shared ones, never edited.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -30,8 +31,7 @@ from torch import nn
 
 from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule, register_reducer
-from tlbench.reducers._common import only_defaults, plain_label
-from tlbench.reducers.topk import in_block_check
+from tlbench.reducers.topk import InBlockReducer
 
 if TYPE_CHECKING:
     from tlbench.models import ModelInfo, Variant
@@ -144,13 +144,10 @@ def per_block_plan(n: int, r: int, blocks: int) -> Plan:
     return tuple(plan)
 
 
-class _ToMe:
+class _ToMe(InBlockReducer):
     """What both ToMe methods share; a subclass gives the merge plan."""
 
-    method: ClassVar[str]
-    where: ClassVar[str] = "in_block"
     needs: ClassVar[frozenset[str]] = frozenset({"keys", "sizes"})
-    trains: ClassVar[bool] = False
     options: ClassVar[dict[str, str]] = {}
     zero_cost_ops: ClassVar[dict[str, str]] = {
         "aten::argsort": "ranking the A tokens' best edges: comparisons, no multiply-adds",
@@ -163,15 +160,9 @@ class _ToMe:
         "aten::new_ones": "the sizes' initial ones and the prefix tokens' size: no arithmetic",
     }
 
+    @abstractmethod
     def plan(self, info: ModelInfo, variant: Variant) -> Plan:
-        raise NotImplementedError
-
-    def check(self, info: ModelInfo, variant: Variant) -> None:
-        only_defaults(self.method, variant)
-        in_block_check(self.method, info, variant)
-
-    def label(self, variant: Variant) -> str:
-        return plain_label(variant)
+        """Per block from k on: the tokens merged in each round."""
 
     def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
         p, n, k = info.num_prefix_tokens, info.num_patches, variant.block_index

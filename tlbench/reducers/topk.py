@@ -9,6 +9,7 @@ query and head), which costs an explicit QK^T at block k, counted. Attention its
 
 from __future__ import annotations
 
+from abc import ABC
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -75,17 +76,13 @@ class TopK(nn.Module):
         return x.gather(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-@register_reducer
-class TopKReducer:
-    method: ClassVar[str] = "topk"
+class InBlockReducer(ABC):
+    """A method that acts inside block k, between its attention and its MLP (Top-K, EViT, ToMe):
+    the version/fuser refusal, the placement check (k must be a block) and the plain label."""
+
+    method: ClassVar[str]
     where: ClassVar[str] = "in_block"
-    needs: ClassVar[frozenset[str]] = frozenset({"cls_attention", "keys"})  # keys without a class token
     trains: ClassVar[bool] = False
-    zero_cost_ops: ClassVar[dict[str, str]] = {
-        "aten::topk": "selecting the S best of N scores: comparisons, no multiply-adds",
-        "aten::sort": "restoring the kept tokens' order: no multiply-adds",
-        "aten::gather": "copying the kept tokens (fvcore ignores it silently; listed here)",
-    }
 
     def check(self, info: ModelInfo, variant: Variant) -> None:
         only_defaults(self.method, variant)
@@ -93,6 +90,17 @@ class TopKReducer:
 
     def label(self, variant: Variant) -> str:
         return plain_label(variant)
+
+
+@register_reducer
+class TopKReducer(InBlockReducer):
+    method: ClassVar[str] = "topk"
+    needs: ClassVar[frozenset[str]] = frozenset({"cls_attention", "keys"})  # keys without a class token
+    zero_cost_ops: ClassVar[dict[str, str]] = {
+        "aten::topk": "selecting the S best of N scores: comparisons, no multiply-adds",
+        "aten::sort": "restoring the kept tokens' order: no multiply-adds",
+        "aten::gather": "copying the kept tokens (fvcore ignores it silently; listed here)",
+    }
 
     def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
         return in_block_schedule(info, variant, score_macs(info))
