@@ -50,29 +50,47 @@ def match(metric: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor, tor
     return keep, src, partner.gather(1, src)
 
 
-def merge(t: torch.Tensor, keep: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """Sum each merged A row into its B row: [B, n, c] -> [B, n - r, c] (kept A, then B)."""
-    a, b = t[:, ::2], t[:, 1::2]  # [B, |A|, c], [B, |B|, c]
-    c = t.shape[-1]
-    kept = a.gather(1, keep.unsqueeze(-1).expand(-1, -1, c))
-    moved = a.gather(1, src.unsqueeze(-1).expand(-1, -1, c))  # [B, r, c]
-    b = b.scatter_reduce(1, dst.unsqueeze(-1).expand(-1, -1, c), moved, reduce="sum")
-    return torch.cat([kept, b], dim=1)
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t [B, n, c] at row indices idx [B, m] -> [B, m, c]."""
+    return t.gather(1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+
+def _merge_rows(
+    t: torch.Tensor, p: int, keep: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, share: torch.Tensor
+) -> torch.Tensor:
+    """[B, p + n, c] -> [B, p + n - r, c]: p prefix rows, the kept A rows, then the B rows, each
+    merged B row moved to the size-weighted mean of itself and its sources.
+
+    Written as B row + sum over sources of share * (source - B row), share = s_src / (new size of
+    B): one copy of the tokens plus work on the r merged rows, where summing weighted rows and
+    dividing afterwards would take several passes over every token (on a GPU in bf16 those passes
+    cost about what the merge saves in the MLPs)."""
+    a, b = t[:, p::2], t[:, p + 1 :: 2]
+    out = torch.cat([t[:, :p], _rows(a, keep), b], dim=1)
+    delta = (_rows(a, src) - _rows(b, dst)) * share  # [B, r, c]
+    out[:, p + keep.shape[1] :].scatter_add_(1, dst.unsqueeze(-1).expand(-1, -1, t.shape[-1]), delta)
+    return out
 
 
 def merge_tokens(
-    x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor, rounds: tuple[int, ...]
+    x: torch.Tensor, metric: torch.Tensor, sizes: torch.Tensor, rounds: tuple[int, ...], num_prefix_tokens: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Repeated bipartite soft matching: patch tokens x [B, n, C] with their metric [B, n, d] and
-    sizes [B, n, 1] -> merged x and sizes, n - sum(rounds) tokens. Merged features are
-    size-weighted means, and the metric merges the same way for the next round."""
-    c = x.shape[-1]
-    for r in rounds:
+    """Repeated bipartite soft matching: tokens x [B, P + n, C] (P prefix tokens that never merge)
+    with the patch tokens' metric [B, n, d] and sizes [B, n, 1] -> merged x and sizes,
+    P + n - sum(rounds) tokens. Merged features are size-weighted means, and the metric merges
+    the same way for the next round."""
+    p = num_prefix_tokens
+    for i, r in enumerate(rounds):
         unit = metric / metric.norm(dim=-1, keepdim=True)  # [B, n, d]
-        # one gather/scatter for features, metric and sizes: [B, n, C + d + 1]
-        merged = merge(torch.cat([x * sizes, unit * sizes, sizes], dim=-1), *match(unit, r))
-        sizes = merged[..., -1:]
-        x, metric = merged[..., :c] / sizes, merged[..., c:-1]  # the metric's scale does not matter
+        keep, src, dst = match(unit, r)
+        size_a, size_b = sizes[:, ::2], sizes[:, 1::2]
+        moved = size_a.gather(1, src.unsqueeze(-1))  # [B, r, 1]
+        size_b = size_b.scatter_add(1, dst.unsqueeze(-1), moved)
+        share = moved / size_b.gather(1, dst.unsqueeze(-1))  # each source's weight in its mean
+        x = _merge_rows(x, p, keep, src, dst, share)
+        if i + 1 < len(rounds):
+            metric = _merge_rows(unit, 0, keep, src, dst, share)
+        sizes = torch.cat([size_a.gather(1, keep.unsqueeze(-1)), size_b], dim=1)
     return x, sizes
 
 
@@ -110,8 +128,7 @@ class MergingBlocks(nn.Module):
             if rounds:
                 if sizes is None:
                     sizes = x.new_ones(x.shape[0], x.shape[1] - p, 1)
-                patches, sizes = merge_tokens(x[:, p:], k.mean(dim=1)[:, p:], sizes, rounds)
-                x = torch.cat([x[:, :p], patches], dim=1) if p else patches
+                x, sizes = merge_tokens(x, k.mean(dim=1)[:, p:], sizes, rounds, p)
             x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
         return x
 
@@ -152,7 +169,8 @@ class _ToMe(InBlockReducer):
     zero_cost_ops: ClassVar[dict[str, str]] = {
         "aten::argsort": "ranking the A tokens' best edges: comparisons, no multiply-adds",
         "aten::sort": "restoring the kept A tokens' order: no multiply-adds",
-        "aten::scatter_reduce": "summing merged tokens into their partners: one add per element",
+        "aten::scatter_add": "adding the merged tokens' sizes to their partners': one add per element",
+        "aten::scatter_add_": "moving each partner to the merged mean: one add per element",
         "aten::linalg_vector_norm": "L2-normalising the metric: a reduction, like aten::sum",
         "aten::norm": "L2-normalising the metric: a reduction, like aten::sum",
         "aten::log": "proportional attention's log(size) mask: element-wise",
