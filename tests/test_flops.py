@@ -115,3 +115,23 @@ class _Wrap(torch.nn.Module):
 )
 def test_einsum_count_is_exact(eq: str, shapes: list[list[int]], macs: int) -> None:
     assert einsum_macs(eq, shapes) == macs
+
+
+def _closed_form_macs(depth: int, width: int, tokens: int, patch: int, mlp: int, classes: int) -> int:
+    """A ViT's multiply-adds without norms, written out here (independent of tlbench.flops):
+    patch embedding, per block qkv + QK^T + AV + projection + MLP, and the head."""
+    block = tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width
+    block += 2 * tokens * width * mlp
+    return tokens * 3 * patch * patch * width + depth * block + width * classes
+
+
+@pytest.mark.parametrize("alias", ["vit_cpu6", "vit_cpu12", "vit_cpu12_p8", "vit_cpu12_w96"])
+def test_cpu_models_match_a_closed_form_count(alias: str) -> None:
+    info = model_info(alias)
+    variants = make_variants(alias, [0.5, 0.75], [8])
+    base = build_model(variants[0], num_classes=10)
+    expected = _closed_form_macs(info.depth, info.embed_dim, (32 // info.patch_size) ** 2,
+                                 info.patch_size, 2 * info.embed_dim, 10)  # fmt: skip
+    assert flopcounter_macs(base) == expected
+    for v in variants:
+        assert count_flops(build_model(v)).flops == analytic_flops(info, v)
