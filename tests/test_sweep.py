@@ -49,6 +49,33 @@ def test_smoke_sweep_writes_manifest_rows_csv_and_figures(smoke_run: Path) -> No
             "accuracy_vs_gflops.png", "speedup_vs_flops.png", "accuracy_vs_position_adapt.pdf"} <= figures  # fmt: skip
 
 
+def test_the_sweep_draws_the_trained_tokenlearners_maps(smoke_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pandas as pd
+
+    figures = {p.name for p in (smoke_run / "figures").iterdir()}
+    tl = ["p0-s4", "p0.5-s4", "p1-s4"]
+    assert {f"maps-{v}.{ext}" for v in tl for ext in ("png", "pdf")} | {"maps.csv"} <= figures
+    mass = pd.read_csv(smoke_run / "figures" / "maps.csv")
+    assert sorted(mass["variant"]) == tl and (mass["images"] == 10).all()
+    assert mass["mass_on_digit"].between(0, 1).all() and mass["area_of_digit"].between(0, 1).all()
+    # `tlbench maps RUN --all` redraws the same maps from the checkpoints alone
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy)
+    shutil.rmtree(copy / "figures")
+    res = runner.invoke(app, ["maps", str(copy), "--all"])
+    assert res.exit_code == 0, res.output
+    again = pd.read_csv(copy / "figures" / "maps.csv")
+    pd.testing.assert_frame_equal(again, mass)
+    for args in (["maps", str(copy), "--all", "--variant", "p0-s4"], ["maps", "--all"]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and "--all takes RUN_DIR alone" in res.output
+    shutil.rmtree(copy / "checkpoints")
+    res = runner.invoke(app, ["maps", str(copy), "--all"])
+    assert res.exit_code == 2 and "no maps for" in res.output and "Traceback" not in res.output
+
+
 def test_speed_rows_record_the_attention_kernel(smoke_run: Path) -> None:
     df = load_results(smoke_run)
     speed = df[df["stage"] == "speed"]

@@ -209,8 +209,10 @@ def compare_models(
 
 @app.command()
 def maps(
-    run_dir: Path | None = typer.Argument(None, help="A sweep's run directory (with --variant)."),
+    run_dir: Path | None = typer.Argument(None, help="A sweep's run directory (with --variant or --all)."),
     variant: str | None = typer.Option(None, "--variant", help="Variant name in RUN_DIR, e.g. p0.25-s8."),
+    every: bool = typer.Option(False, "--all", help="Every trained TokenLearner of RUN_DIR (built-in data): "
+                               "RUN_DIR/figures/maps-NAME.png/.pdf and maps.csv, as a sweep writes them."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A training checkpoint (.pt) instead of a run."),
     model: str = typer.Option("vit_cpu6", "--model", "-m", help="With --checkpoint: the model it was trained as."),
     position: float | None = typer.Option(None, help="With --checkpoint: relative position p of the TokenLearner."),
@@ -227,11 +229,20 @@ def maps(
     with user_errors():
         from tlbench import maps as lib
 
+        if every:
+            if run_dir is None or variant or checkpoint is not None or images is not None:
+                raise ConfigError("--all takes RUN_DIR alone (no --variant, --checkpoint or --images)")
+            written = lib.run_maps(run_dir, threshold=threshold)
+            if not written:
+                raise ConfigError(f"no maps for {run_dir}: it needs TokenLearner variants with training "
+                                  "checkpoints, trained on built-in data (else use --variant and --images)")
+            console.print("\n".join(str(p) for p in written), soft_wrap=True)
+            return
         if (run_dir is None) == (checkpoint is None):
             raise ConfigError("give RUN_DIR --variant NAME, or --checkpoint PATH with the variant options")
         if run_dir is not None:
             if not variant:
-                raise ConfigError("RUN_DIR needs --variant NAME (e.g. p0.25-s8)")
+                raise ConfigError("RUN_DIR needs --variant NAME (e.g. p0.25-s8) or --all")
             source = lib.from_run(run_dir, variant)
         else:
             source = lib.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)

@@ -94,14 +94,22 @@ class MapsSource:
     img_size: int | None = None
 
 
-def from_run(run_dir: str | Path, variant_name: str) -> MapsSource:
-    """The checkpoint of `variant_name` in a sweep's run directory (RUN_DIR/checkpoints/*.pt)."""
-    run = Path(run_dir)
+def _manifest(run: Path) -> dict:
     manifest = run / "manifest.json"
     if not manifest.is_file():
         raise ConfigError(f"{run} is not a run directory (no manifest.json)")
-    meta = json.loads(manifest.read_text())
-    records = {r["name"]: r for r in meta.get("variants", [])}
+    return json.loads(manifest.read_text())
+
+
+def from_run(run_dir: str | Path, variant_name: str, model: str | None = None) -> MapsSource:
+    """The checkpoint of `variant_name` in a sweep's run directory (RUN_DIR/checkpoints/*.pt);
+    `model` picks among a several-model run's variants of the same name (default: the first)."""
+    run = Path(run_dir)
+    meta = _manifest(run)
+    records: dict[str, dict] = {}
+    for r in meta.get("variants", []):
+        if model is None or r["model"] == model:
+            records.setdefault(r["name"], r)
     if variant_name not in records:
         raise ConfigError(f"no variant {variant_name!r} in {run}; it has {', '.join(records) or 'none'}")
     r = records[variant_name]
@@ -235,3 +243,46 @@ def render_maps(source: MapsSource, images: torch.Tensor | None = None, out_stem
     paths = plot_maps(imgs, maps, out_stem, title)
     return paths, digit_mass(imgs, maps, threshold) if digits else None
 
+
+def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count: int = 4,
+             mass_count: int = 10, threshold: float = 0.5) -> list[Path]:  # fmt: skip
+    """The maps of every trained TokenLearner variant of a sweep's run: OUT_DIR/maps-NAME.png/.pdf
+    (the first `plot_count` built-in digits) and OUT_DIR/maps.csv (digit mass over `mass_count`
+    digits, one per class, a row per variant). OUT_DIR defaults to RUN_DIR/figures.
+
+    Only for runs trained on built-in data (the digit-mass number needs digits); variants without
+    a finished checkpoint (quality skipped, or not run yet) are left out. For other data:
+    `tlbench maps RUN_DIR --variant NAME --images DIR`.
+    """
+    import pandas as pd
+
+    from tlbench.data import BUILTIN
+
+    run = Path(run_dir)
+    meta = _manifest(run)
+    if meta.get("config", {}).get("quality", {}).get("train_data") not in BUILTIN:
+        return []
+    out = Path(out_dir) if out_dir is not None else run / "figures"
+    several = len({r["model"] for r in meta.get("variants", [])}) > 1
+    imgs = builtin_images("digits", mass_count)
+    rows, paths = [], []
+    for r in meta.get("variants", []):
+        if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
+            continue
+        try:
+            source = from_run(run, r["name"], r["model"])
+        except ConfigError:  # no finished checkpoint
+            continue
+        maps = token_maps(load_model(source), imgs)
+        v = source.variant
+        label = f"{v.model}-{v.name}" if several else v.name
+        kind = "softmax" if v.version == "1.1" else "sigmoid"
+        paths += plot_maps(imgs[:plot_count], maps[:plot_count], out / f"maps-{label}",
+                           f"{v.model} {v.name} (TokenLearner v{v.version}, {kind} maps)")  # fmt: skip
+        rows.append(dict(model=v.model, variant=v.name, position=v.position, num_tokens=v.num_tokens,
+                         version=v.version, images=len(imgs), **digit_mass(imgs, maps, threshold)))  # fmt: skip
+    if rows:
+        csv = out / "maps.csv"
+        pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.6g")
+        paths.append(csv)
+    return paths

@@ -198,24 +198,31 @@ class Book:
 
 
 def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
-    """The run's figures from its rows, each noting the units it lacks. Inside a sweep (`book`
-    given) a plotting error is logged as a failure of its own, never the end of the run."""
+    """The run's figures from its rows, each noting the units it lacks, and the maps of its
+    trained TokenLearners. Inside a sweep (`book` given) a plotting error is logged as a failure
+    of its own, never the end of the run."""
+    from tlbench.maps import run_maps
     from tlbench.plots import plot_results
 
     df = results.load_results(run_dir)
     if df.empty:
         return ()
-    try:
-        return tuple(plot_results(df, run_dir / "figures", results.not_done(run_dir),
-                                  adapt=results.adapt_mode(run_dir)))  # fmt: skip
-    except Exception as e:
-        if book is None:
-            raise
-        failure = Failure.of(e)
-        log = run_dir / "logs" / "figures.log"
-        files.write_text(log, failure.traceback)
-        book.failed.append(f"figures: {failure.line()} (traceback: {log})")
-        return ()
+    written: list[Path] = []
+    for what, make in (
+        ("figures", lambda: plot_results(df, run_dir / "figures", results.not_done(run_dir),
+                                         adapt=results.adapt_mode(run_dir))),  # fmt: skip
+        ("maps", lambda: run_maps(run_dir)),  # the trained TokenLearners' maps, from checkpoints
+    ):
+        try:
+            written += make()
+        except Exception as e:
+            if book is None:
+                raise
+            failure = Failure.of(e)
+            log = run_dir / "logs" / f"{what}.log"
+            files.write_text(log, failure.traceback)
+            book.failed.append(f"{what}: {failure.line()} (traceback: {log})")
+    return tuple(written)
 
 
 def _compute(config: SweepConfig, todo: list[Variant], book: Book) -> None:
