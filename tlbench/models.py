@@ -70,14 +70,17 @@ CUSTOM_MODELS: dict[str, dict[str, Any]] = {
                      class_token=False, weight_init="jax"),  # fmt: skip
     "vit_cpu12": dict(img_size=32, patch_size=4, embed_dim=48, depth=12, num_heads=2,
                       mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
-    # vit_cpu12's family for the model-family figure on a CPU (sweeps/vit_family_cpu.toml): 8 px
-    # patches (16 tokens, as /32 is to /16 at 224 px) and twice the width (as B is to S).
-    "vit_cpu12_p8": dict(img_size=32, patch_size=8, embed_dim=48, depth=12, num_heads=2,
+    # vit_cpu6's family for the model-family figure on a CPU (sweeps/vit_family_cpu.toml): two
+    # widths x two patch sizes, as the paper's S and B at /32 and /16: width 32 or 48, 8 px patches
+    # (16 tokens) or 4 px (64 tokens, vit_cpu6 itself).
+    "vit_cpu6_p8": dict(img_size=32, patch_size=8, embed_dim=48, depth=6, num_heads=2,
+                        mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
+    "vit_cpu6_w32": dict(img_size=32, patch_size=4, embed_dim=32, depth=6, num_heads=2,
                          mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
-    "vit_cpu12_w96": dict(img_size=32, patch_size=4, embed_dim=96, depth=12, num_heads=4,
-                          mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
+    "vit_cpu6_w32_p8": dict(img_size=32, patch_size=8, embed_dim=32, depth=6, num_heads=2,
+                            mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
 }
-SINCOS_INIT = {"vit_cpu6", "vit_cpu12", "vit_cpu12_p8", "vit_cpu12_w96"}
+SINCOS_INIT = {"vit_cpu6", "vit_cpu12", "vit_cpu6_p8", "vit_cpu6_w32", "vit_cpu6_w32_p8"}
 
 # timm ViTs at another patch size: (timm name, patch size). Built by timm with `patch_size=`, so a
 # pretrained or local checkpoint of the stock model loads through timm's checkpoint_filter_fn,
@@ -93,8 +96,9 @@ DESCRIPTIONS = {
     "tiny": "test model: 32 px, patch 8, width 64, depth 4, 2 heads",
     "vit_cpu6": "CPU-sized depth-6 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
     "vit_cpu12": "CPU-sized depth-12 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
-    "vit_cpu12_p8": "vit_cpu12 with 8 px patches (16 tokens)",
-    "vit_cpu12_w96": "vit_cpu12 at width 96, 4 heads",
+    "vit_cpu6_p8": "vit_cpu6 with 8 px patches (16 tokens)",
+    "vit_cpu6_w32": "vit_cpu6 at width 32",
+    "vit_cpu6_w32_p8": "vit_cpu6 at width 32 with 8 px patches (16 tokens)",
     "vit_l10": "ViT-L/16 with 10 px patches (paper's L/10): 22 x 22 grid at 224 px",
     "vit_l8": "ViT-L/16 with 8 px patches (paper's L/8): 28 x 28 grid at 224 px",
     "vit_g14": "ViT-G/14 (vit_gigantic_patch14_224): 48 blocks, width 1664, MLP 8192",
