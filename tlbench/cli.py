@@ -330,6 +330,7 @@ def sweep(
     set_: list[str] = typer.Option([], "--set", help="Override any key: --set quality.steps=100 (TOML value)."),
     out: Path = typer.Option(Path("results"), help="Results root; the run goes to OUT/NAME/RUN_ID/."),
     resume: Path | None = typer.Option(None, help="Finish this run directory (no row is duplicated; failed and skipped units run again)."),
+    executor: str | None = typer.Option(None, help="Where units run: inline (this process, the default), local (jobs on this machine), slurm (cluster jobs), debug (submitit in-process). Overrides executor.kind."),
 ) -> None:
     """Run the placement study: compute, speed and quality per variant, then the figures.
 
@@ -362,7 +363,7 @@ def sweep(
         from tlbench.sweep import run_sweep
 
         with bar:
-            result = run_sweep(cfg, out, resume=resume, progress=bar.event)
+            result = run_sweep(cfg, out, resume=resume, progress=bar.event, executor=executor)
         from tlbench.results import load_results, read_units
 
         df, units = load_results(result.run_dir), read_units(result.run_dir)
