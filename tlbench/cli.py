@@ -760,9 +760,10 @@ def status(
         table = Table(title=f"{run_dir}: {st.summary()}")
         for h in ("model", "variant", "stage", "status", "rows", "note"):
             table.add_column(h, justify="right" if h == "rows" else "left")
-        colour = {"done": None, "skipped": "yellow", "failed": "red", "not started": "dim"}
+        colour = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim"}
         for u in st.units:
             note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
+            note = f"job {u.job}" + (f"; {note}" if note else "") if u.status == "running" else note
             table.add_row(u.model, u.variant, u.stage, u.status, _fmt(u.rows), note, style=colour[u.status])
         Console(width=max(console.width, 120)).print(table)
         console.print(st.summary(), highlight=False, soft_wrap=True)

@@ -125,7 +125,7 @@ class ExecutorConfig:
     account: str | None = None  # slurm: --account
     gpus_per_node: int = 1  # slurm: GPUs per job: one unit per GPU
     cpus_per_task: int | None = None  # slurm: --cpus-per-task (None: the cluster's default)
-    timeout_min: int = 60  # slurm: time limit per job; a training unit past it requeues and resumes
+    timeout_min: int = 60  # local, slurm: time limit per job; a training unit past it requeues and resumes
     exclusive: bool = True  # slurm: speed jobs get whole nodes (a shared timing means nothing)
     max_requeues: int = 3  # slurm: how often a preempted or timed-out unit comes back
     setup: tuple[str, ...] = ()  # slurm: shell lines run before the job (module load, conda activate)

@@ -31,7 +31,6 @@ from tlbench.models import Variant
 from tlbench.sweep import Book, _compute, _quality, _speed
 from tlbench.workers import Failure
 
-JOBS = "jobs.jsonl"  # one line per submitted job: its units and its id
 STAGE_RUNNERS = {"compute": _compute, "quality": _quality}
 
 
@@ -135,7 +134,9 @@ def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -
     if ex.kind == "debug":
         return submitit.DebugExecutor(folder)
     if ex.kind == "local":
-        return submitit.LocalExecutor(folder)
+        local = submitit.LocalExecutor(folder)
+        local.update_parameters(timeout_min=ex.timeout_min)  # submitit's own default is 2 minutes
+        return local
     executor = submitit.SlurmExecutor(folder, max_num_timeout=ex.max_requeues)
     params: dict[str, Any] = dict(time=ex.timeout_min, gpus_per_node=ex.gpus_per_node, job_name="tlbench")
     for key in ("partition", "account", "cpus_per_task"):
@@ -166,7 +167,7 @@ def submit(ex: ExecutorConfig, jobs: list[UnitJob], run_dir: Path) -> list[Submi
             handles = [executor.submit(j) for j in group]
         out += [Submitted(j, h) for j, h in zip(group, handles, strict=True)]
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    files.append_text(run_dir / JOBS, "".join(
+    files.append_text(run_dir / results.JOBS, "".join(
         json.dumps({"job_id": str(s.handle.job_id), "executor": ex.kind, "stage": s.job.stage,
                     "model": v.model, "variant": v.name, "submitted": stamp}) + "\n"
         for s in out for v in s.job.todo))  # fmt: skip
@@ -208,16 +209,3 @@ def fold(book: Book) -> set[tuple[str, str, str]]:
 
     shards.fold(book.run_dir, on_unit)
     return keys
-
-
-def job_ids(run_dir: Path) -> dict[tuple[str, str, str], str]:
-    """(model, variant, stage) -> the id of the unit's latest job (jobs.jsonl)."""
-    path = Path(run_dir) / JOBS
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            r = json.loads(line)
-            out[(r["model"], r["variant"], r["stage"])] = r["job_id"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a kill mid-append: that job is simply not listed
-    return out

@@ -52,6 +52,7 @@ COLUMNS = [
 INT_COLUMNS = ["block_index", "num_tokens", "shots", "seed", "batch_size"]
 REQUIRED = {"model", "variant", "stage", "metric", "value", "unit"}
 MANIFEST, ROWS, CSV, UNITS = "manifest.json", "rows.jsonl", "results.csv", "units.jsonl"
+JOBS = "jobs.jsonl"  # executor runs: one line per unit submitted as a job (unit, job id, time)
 STATUSES = ("done", "skipped", "failed")
 UNIT_OF_STAGE = {"quality_init": "quality"}  # row stage -> the unit that writes it
 
