@@ -273,3 +273,10 @@ def test_a_killed_local_job_fails_alone_and_resume_completes_every_row_once(tmp_
     assert len(keys) == len(set(keys)) and [r for r in keys if r[1] == "baseline"] == kept
     assert {r[1] for r in keys} == {"baseline", "p0.5-s4"}
     assert run_status(run_dir).complete
+
+
+def test_the_readme_shows_the_committed_slurm_example() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Run a study on a cluster"):]
+    block = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
+    assert block == (ROOT / "sweeps" / "slurm_example.toml").read_text()
