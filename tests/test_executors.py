@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tlbench import results, shards
 from tlbench.cli import app
 from tlbench.config import load_sweep
-from tlbench.executors import UnitJob, phases, submit
+from tlbench.executors import UnitJob, phases, submit, waves
 from tlbench.status import run_status
 from tlbench.sweep import by_model, expand, run_sweep
 
@@ -280,3 +280,13 @@ def test_the_readme_shows_the_committed_slurm_example() -> None:
     section = text[text.index("### Run a study on a cluster"):]
     block = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
     assert block == (ROOT / "sweeps" / "slurm_example.toml").read_text()
+
+
+def test_local_waves_are_bounded_and_a_speed_job_runs_alone() -> None:
+    cfg = load_sweep(SMOKE, ['executor.kind="local"', "executor.workers=3"])
+    variants = expand(cfg)
+    (phase,) = phases(cfg, by_model(cfg), dict.fromkeys(("compute", "speed", "quality"), variants), "run")
+    got = waves(cfg.executor, phase)
+    assert [[j.stage for j in w] for w in got][0] == ["speed"]
+    assert [len(w) for w in got] == [1, 3, 3, 2] and sum(got, []).count(phase[0]) == 1
+    assert waves(load_sweep(SMOKE, ['executor.kind="slurm"']).executor, phase) == [phase]

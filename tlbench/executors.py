@@ -103,10 +103,23 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
     ex = config.executor
     recorded: set[tuple[str, str, str]] = set()  # units folded by this call
     for phase in phases(config, groups, todo, str(book.run_dir)):
-        wave = ex.workers if ex.kind == "local" else len(phase)  # LocalExecutor starts all it gets
-        for i in range(0, len(phase), wave):
-            for s in submit(ex, phase[i : i + wave], book.run_dir):
+        for wave in waves(ex, phase):
+            submitted = submit(ex, wave, book.run_dir)
+            ids = sorted({str(s.handle.job_id).split("_")[0] for s in submitted})
+            book.status(f"{len(wave)} {ex.kind} job(s) submitted: {', '.join(ids)}")
+            for s in submitted:
                 wait(s, book, recorded)
+
+
+def waves(ex: ExecutorConfig, phase: list[UnitJob]) -> list[list[UnitJob]]:
+    """Jobs submitted together. SLURM queues them all; on one machine (local) at most `workers`
+    run at once (LocalExecutor starts every job it is given), and a speed job runs alone: a
+    timing shared with another job means nothing."""
+    if ex.kind != "local":
+        return [phase]
+    others = [j for j in phase if j.stage != "speed"]
+    alone = [[j] for j in phase if j.stage == "speed"]
+    return alone + [others[i : i + ex.workers] for i in range(0, len(others), ex.workers)]
 
 
 def phases(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]],
