@@ -290,3 +290,19 @@ def test_local_waves_are_bounded_and_a_speed_job_runs_alone() -> None:
     assert [[j.stage for j in w] for w in got][0] == ["speed"]
     assert [len(w) for w in got] == [1, 3, 3, 2] and sum(got, []).count(phase[0]) == 1
     assert waves(load_sweep(SMOKE, ['executor.kind="slurm"']).executor, phase) == [phase]
+
+
+def test_slurm_without_slurm_or_a_refused_sbatch_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    result = runner.invoke(app, ["sweep", str(SMOKE), "--out", str(tmp_path), "--executor", "slurm"])
+    assert result.exit_code == 2 and "sbatch/srun are not on PATH" in result.output
+    assert not (tmp_path / "smoke").exists()  # refused before any work
+    for tool, body in (("sbatch", "echo 'sbatch: error: invalid partition' >&2; exit 1"), ("srun", "")):
+        (tmp_path / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    result = runner.invoke(app, ["sweep", str(SMOKE), "--out", str(tmp_path), "--executor", "slurm",
+                                 "--set", "quality.enabled=false", "--set", "speed.enabled=false"])  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (line,) = [x for x in result.output.splitlines() if "were not submitted" in x]  # one line
+    assert "invalid partition" in line and "--resume" in line

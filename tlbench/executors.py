@@ -17,6 +17,7 @@ is recorded in RUN_DIR/jobs.jsonl (unit, job id), which `tlbench status` reads.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import submitit
 
 from tlbench import files, results, shards
 from tlbench.config import ExecutorConfig, SweepConfig
+from tlbench.errors import SubmissionError
 from tlbench.models import Variant
 from tlbench.sweep import Book, _compute, _quality, _speed
 from tlbench.workers import Failure
@@ -142,6 +144,13 @@ def phases(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]],
     return [p for p in (first, later) if p]
 
 
+def check_executor(ex: ExecutorConfig) -> None:
+    """Refuse, before any work, an executor this machine cannot submit to."""
+    if ex.kind == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        raise SubmissionError("executor.kind = slurm, but sbatch/srun are not on PATH (not a SLURM "
+                              "login node?); use --executor local or inline here")  # fmt: skip
+
+
 def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -> submitit.Executor:
     """A submitit executor writing its pickles and logs under `folder` (RUN_DIR/submitit)."""
     if ex.kind == "debug":
@@ -173,11 +182,16 @@ def submit(ex: ExecutorConfig, jobs: list[UnitJob], run_dir: Path) -> list[Submi
         if not group:
             continue
         executor = executor_for(ex, folder, exclusive=exclusive)
-        if ex.kind == "slurm":
-            with executor.batch():  # one sbatch: a job array of len(group) tasks
+        try:
+            if ex.kind == "slurm":
+                with executor.batch():  # one sbatch: a job array of len(group) tasks
+                    handles = [executor.submit(j) for j in group]
+            else:
                 handles = [executor.submit(j) for j in group]
-        else:
-            handles = [executor.submit(j) for j in group]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as e:
+            lines = str(e).strip().splitlines()
+            raise SubmissionError(f"{ex.kind}: the jobs were not submitted ({lines[-1] if lines else type(e).__name__}); "
+                                  f"finished units are kept: tlbench sweep --resume {run_dir}") from None  # fmt: skip
         out += [Submitted(j, h) for j, h in zip(group, handles, strict=True)]
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     files.append_text(run_dir / results.JOBS, "".join(

@@ -135,6 +135,10 @@ def check_inputs(config: SweepConfig) -> None:
     """Refuse in one line, before any work, what would only fail later (a missing data folder)."""
     from tlbench.data import check_spec
 
+    if config.executor.kind != "inline":
+        from tlbench.executors import check_executor
+
+        check_executor(config.executor)
     q = config.quality
     if q.enabled:
         for spec in ([q.train_data] if q.steps else []) + list(q.probe_data):
