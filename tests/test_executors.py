@@ -10,15 +10,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import submitit
 from typer.testing import CliRunner
 
 from tlbench import results, shards
 from tlbench.cli import app
 from tlbench.config import load_sweep
-from tlbench.executors import UnitJob, phases, submit, waves
+from tlbench.executors import UnitJob, phases, running_jobs, submit, waves
 from tlbench.status import run_status
 from tlbench.sweep import by_model, expand, run_sweep
 
@@ -151,16 +153,18 @@ echo "Submitted batch job $((4242 + n))"
 
 
 @pytest.fixture
-def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """`sbatch` and `srun` on PATH; returns the folder where each submitted script lands."""
     bin_dir, log = tmp_path / "bin", tmp_path / "sbatch"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log))
     (bin_dir / "srun").write_text("#!/bin/sh\nexec \"$@\"\n")  # submitit looks for it
-    for tool in ("sbatch", "srun"):
+    (bin_dir / "sacct").write_text(f"#!/bin/sh\ncat '{tmp_path / 'sacct.txt'}'\n")  # job states
+    for tool in ("sbatch", "srun", "sacct"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return log
+    yield log
+    submitit.SlurmJob.watcher.clear()  # submitit caches job states across tests
 
 
 def test_slurm_submits_job_arrays_and_the_job_command_runs_the_unit(
@@ -200,6 +204,22 @@ def test_slurm_submits_job_arrays_and_the_job_command_runs_the_unit(
     process_job(run_dir / "submitit")
     (shard,) = shards.read_shards(run_dir)
     assert shard[1]["unit"]["variant"] == variants[1].name and len(shard[1]["rows"]) == 3
+
+
+def test_resume_waits_for_slurm_jobs_still_queued_or_running(tmp_path: Path, fake_slurm: Path) -> None:
+    cfg = load_sweep(SMOKE, ['executor.kind="slurm"', *COMPUTE])
+    run_dir = tmp_path / "run"
+    results.write_manifest(run_dir, {"config": {}})
+    base, v = expand(cfg)
+    (phase,) = phases(cfg, by_model(cfg), {"compute": [base, v]}, str(run_dir))
+    submit(cfg.executor, phase, run_dir)  # array 4242: task 0 the baseline, task 1 v
+    (tmp_path / "sacct.txt").write_text("JobID|State|NodeList\n4242_0|FAILED|n1\n4242_1|RUNNING|n1\n")
+    # the failed job's unit is submitted again; the running one is waited for
+    assert running_jobs(cfg.executor, run_dir) == {(v.model, v.name, "compute"): "4242_1"}
+    results.record_unit(run_dir, v.model, v.name, "compute", "done", rows=3)  # its outcome arrived
+    submitit.SlurmJob.watcher.clear()
+    assert running_jobs(cfg.executor, run_dir) == {}
+    assert running_jobs(load_sweep(SMOKE).executor, run_dir) == {}  # inline: no jobs to ask about
 
 
 def test_a_preempted_unit_requeues_itself() -> None:

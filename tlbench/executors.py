@@ -104,13 +104,44 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
     each finished job's shards are folded into the run as it ends."""
     ex = config.executor
     recorded: set[tuple[str, str, str]] = set()  # units folded by this call
+    running = running_jobs(ex, book.run_dir)
     for phase in phases(config, groups, todo, str(book.run_dir)):
         for wave in waves(ex, phase):
-            submitted = submit(ex, wave, book.run_dir)
-            ids = sorted({str(s.handle.job_id).split("_")[0] for s in submitted})
-            book.status(f"{len(wave)} {ex.kind} job(s) submitted: {', '.join(ids)}")
-            for s in submitted:
+            ids = [{running.get((v.model, v.name, j.stage)) for v in j.todo} for j in wave]
+            adopted = [Submitted(j, submitit.SlurmJob(book.run_dir / "submitit", i.pop()))
+                       for j, i in zip(wave, ids, strict=True) if len(i) == 1 and None not in i]  # fmt: skip
+            if adopted:
+                book.status(f"waiting for {len(adopted)} job(s) still queued or running: "
+                            + ", ".join(str(s.handle.job_id) for s in adopted))  # fmt: skip
+            fresh = [j for j in wave if all(j is not s.job for s in adopted)]
+            submitted = submit(ex, fresh, book.run_dir) if fresh else []
+            if submitted:
+                first_ids = sorted({str(s.handle.job_id).split("_")[0] for s in submitted})
+                book.status(f"{len(fresh)} {ex.kind} job(s) submitted: {', '.join(first_ids)}")
+            for s in adopted + submitted:
                 wait(s, book, recorded)
+
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+          "REQUEUE_HOLD", "REQUEUE_FED"}  # SLURM job states of a job that may still write its shard
+
+
+def running_jobs(ex: ExecutorConfig, run_dir: Path) -> dict[tuple[str, str, str], str]:
+    """(model, variant, stage) -> job id, for units whose SLURM job from an earlier submission
+    is still queued or running (asked of sacct): a --resume waits for them instead of
+    submitting them twice. Local and debug jobs end with the process that submitted them."""
+    if ex.kind != "slurm":
+        return {}
+    ledger = results.read_units(run_dir)
+    out = {}
+    for key, job in results.read_jobs(run_dir).items():
+        outcome = ledger.get(key)
+        if job.get("executor") != "slurm" or (outcome and outcome.get("finished", "") >= job["submitted"]):
+            continue
+        state = submitit.SlurmJob(run_dir / "submitit", job["job_id"]).state
+        if (state.split() or ["UNKNOWN"])[0] in ACTIVE:
+            out[key] = job["job_id"]
+    return out
 
 
 def waves(ex: ExecutorConfig, phase: list[UnitJob]) -> list[list[UnitJob]]:

@@ -152,6 +152,19 @@ def read_units(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
     return out
 
 
+def read_jobs(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(model, variant, stage) -> the unit's latest job record (job_id, executor, submitted)."""
+    path = Path(run_dir) / JOBS
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            r = json.loads(line)
+            out[(r["model"], r["variant"], r["stage"])] = r
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a kill mid-append: that job is simply not listed
+    return out
+
+
 def repair_tail(run_dir: Path) -> bool:
     """Cut a truncated last line (a kill mid-write) of the rows and the ledger; True if one was cut."""
     cut = False

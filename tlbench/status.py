@@ -14,7 +14,6 @@ A unit is (model, variant, stage) for each variant of sweep.expand and each enab
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,7 +77,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
     ledger = results.read_units(run_dir) if results.has_ledger(run_dir) else None
     if ledger is not None:
         ledger.update(shards.shard_units(run_dir))  # finished by a job, not folded yet
-    jobs = _jobs(run_dir)
+    jobs = results.read_jobs(run_dir)
     counted = Counter(
         (r["model"], r["variant"], results.unit_stage(r["stage"]))
         for r in results.read_rows(run_dir)
@@ -101,16 +100,3 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 units.append(UnitStatus(*key, u["status"], rows, u.get("reason"), u.get("log"),
                                         job and job["job_id"]))  # fmt: skip
     return RunStatus(run_dir, units, files.lock_holder(run_dir))
-
-
-def _jobs(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """(model, variant, stage) -> the unit's latest job record (job_id, submitted) in jobs.jsonl."""
-    path = run_dir / results.JOBS
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        try:
-            r = json.loads(line)
-            out[(r["model"], r["variant"], r["stage"])] = r
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a kill mid-append: that job is simply not listed
-    return out
