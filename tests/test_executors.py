@@ -3,6 +3,7 @@ and under SLURM go out as job arrays (a fake `sbatch` on PATH records what was s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -152,13 +153,20 @@ echo "Submitted batch job $((4242 + n))"
 """
 
 
+SRUN = """#!/bin/sh
+# runs the command after srun's options, as srun does on one node
+while [ $# -gt 0 ]; do case "$1" in --unbuffered) shift;; --output|--error) shift 2;; *) break;; esac; done
+exec "$@"
+"""
+
+
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """`sbatch` and `srun` on PATH; returns the folder where each submitted script lands."""
     bin_dir, log = tmp_path / "bin", tmp_path / "sbatch"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log))
-    (bin_dir / "srun").write_text("#!/bin/sh\nexec \"$@\"\n")  # submitit looks for it
+    (bin_dir / "srun").write_text(SRUN)
     (bin_dir / "sacct").write_text(f"#!/bin/sh\ncat '{tmp_path / 'sacct.txt'}'\n")  # job states
     for tool in ("sbatch", "srun", "sacct"):
         (bin_dir / tool).chmod(0o755)
@@ -220,6 +228,40 @@ def test_resume_waits_for_slurm_jobs_still_queued_or_running(tmp_path: Path, fak
     submitit.SlurmJob.watcher.clear()
     assert running_jobs(cfg.executor, run_dir) == {}
     assert running_jobs(load_sweep(SMOKE).executor, run_dir) == {}  # inline: no jobs to ask about
+
+
+@pytest.mark.slow
+def test_resume_adopts_live_slurm_jobs_whose_scripts_run_the_units(tmp_path: Path, fake_slurm: Path) -> None:
+    """The submitter is gone while its array is queued; --resume submits nothing, waits for the
+    two live tasks, which the "cluster" then runs from the submitted script itself."""
+    import threading
+
+    cfg = load_sweep(SMOKE, ['executor.kind="slurm"', *COMPUTE])
+    run_dir = tmp_path / "smoke" / "run"
+    results.write_manifest(run_dir, {"config": dataclasses.asdict(cfg)})
+    (phase,) = phases(cfg, by_model(cfg), {"compute": expand(cfg)}, str(run_dir))
+    submit(cfg.executor, phase, run_dir)
+    sacct = tmp_path / "sacct.txt"
+    sacct.write_text("JobID|State|NodeList\n4242_0|PENDING|\n4242_1|RUNNING|n1\n")
+
+    def cluster() -> None:
+        for task in (0, 1):
+            env = {**os.environ, "SLURM_JOB_ID": str(4250 + task), "SLURM_ARRAY_JOB_ID": "4242",
+                   "SLURM_ARRAY_TASK_ID": str(task), "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                   "SLURM_NTASKS": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
+                   "SLURM_JOB_NODELIST": "n1"}  # fmt: skip
+            subprocess.run(["bash", str(fake_slurm / "0.sh")], env=env, check=True, capture_output=True)
+        sacct.write_text("JobID|State|NodeList\n4242_0|COMPLETED|n1\n4242_1|COMPLETED|n1\n")
+
+    worker = threading.Thread(target=cluster)
+    worker.start()
+    try:
+        res = run_sweep(None, resume=run_dir)
+    finally:
+        worker.join()
+    assert not res.failed, res.failed
+    assert sorted(p.name for p in fake_slurm.iterdir()) == ["0.sh"]  # nothing submitted again
+    assert _rows(run_dir) == _rows(_run(tmp_path, COMPUTE, "inline"))
 
 
 def test_a_preempted_unit_requeues_itself() -> None:
