@@ -341,6 +341,7 @@ def sweep(
     set_: list[str] = typer.Option([], "--set", help="Override any key: --set quality.steps=100 (TOML value)."),
     out: Path = typer.Option(Path("results"), help="Results root; the run goes to OUT/NAME/RUN_ID/."),
     resume: Path | None = typer.Option(None, help="Finish this run directory (no row is duplicated; failed and skipped units run again)."),
+    executor: str | None = typer.Option(None, help="Where units run: inline (this process, the default), local (jobs on this machine), slurm (cluster jobs), debug (submitit in-process). Overrides executor.kind."),
 ) -> None:
     """Run the placement study: compute, speed and quality per variant, then the figures.
 
@@ -373,7 +374,7 @@ def sweep(
         from tlbench.sweep import run_sweep
 
         with bar:
-            result = run_sweep(cfg, out, resume=resume, progress=bar.event)
+            result = run_sweep(cfg, out, resume=resume, progress=bar.event, executor=executor)
         from tlbench.results import load_results, read_units
 
         df, units = load_results(result.run_dir), read_units(result.run_dir)
@@ -770,9 +771,10 @@ def status(
         table = Table(title=f"{run_dir}: {st.summary()}")
         for h in ("model", "variant", "stage", "status", "rows", "note"):
             table.add_column(h, justify="right" if h == "rows" else "left")
-        colour = {"done": None, "skipped": "yellow", "failed": "red", "not started": "dim"}
+        colour = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim"}
         for u in st.units:
             note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
+            note = f"job {u.job}" + (f"; {note}" if note else "") if u.status == "running" else note
             table.add_row(u.model, u.variant, u.stage, u.status, _fmt(u.rows), note, style=colour[u.status])
         Console(width=max(console.width, 120)).print(table)
         console.print(st.summary(), highlight=False, soft_wrap=True)

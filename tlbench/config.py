@@ -7,6 +7,7 @@ spells them out. Unknown keys, wrong types and bad values raise ConfigError nami
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import sys
 import types
@@ -108,6 +109,28 @@ class QualityConfig:
     distill_steps: int = 100
 
 
+EXECUTORS = ("inline", "local", "slurm", "debug")  # executor.kind
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where the units run (tlbench/executors.py). It does not change what is measured, so a
+    --resume may change it (config_diff leaves it out)."""
+
+    # inline: this process, as always; local: submitit jobs on this machine, `workers` at a time;
+    # slurm: one SLURM job per unit (speed: one per model), as job arrays; debug: submitit in-process
+    kind: str = "inline"
+    workers: int = 2  # local: jobs at once (submitit's LocalExecutor starts every job it is given)
+    partition: str | None = None  # slurm: --partition (None: the cluster's default)
+    account: str | None = None  # slurm: --account
+    gpus_per_node: int = 1  # slurm: GPUs per job: one unit per GPU
+    cpus_per_task: int | None = None  # slurm: --cpus-per-task (None: the cluster's default)
+    timeout_min: int = 60  # local, slurm: time limit per job; a training unit past it requeues and resumes
+    exclusive: bool = True  # slurm: speed jobs get whole nodes (a shared timing means nothing)
+    max_requeues: int = 3  # slurm: how often a preempted or timed-out unit comes back
+    setup: tuple[str, ...] = ()  # slurm: shell lines run before the job (module load, conda activate)
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     name: str = "default"
@@ -117,6 +140,7 @@ class SweepConfig:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
 def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None) -> SweepConfig:
@@ -157,8 +181,16 @@ def config_diff(old: SweepConfig, new: SweepConfig) -> list[str]:
         return out
 
     a, b = flat(to_dict(old)), flat(to_dict(new))
+    a, b = ({k: v for k, v in d.items() if not k.startswith("executor.")} for d in (a, b))
     keys = [*a, *(k for k in b if k not in a)]  # grid.options tables may exist on one side only
     return [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
+
+
+def with_executor(config: SweepConfig, kind: str) -> SweepConfig:
+    """The config with executor.kind = kind (the --executor flag), validated like the file key."""
+    data = json.loads(json.dumps(to_dict(config)))  # tuples -> lists, as in a manifest
+    data["executor"]["kind"] = kind
+    return from_dict(data, "--executor")
 
 
 def _show(value: Any) -> str:
@@ -319,6 +351,13 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("save_every_s", f"must be >= 0, got {config.save_every_s}")
         if config.adapt not in ADAPT:
             raise bad("adapt", f"must be one of {', '.join(ADAPT)}, got {config.adapt!r}")
+    if isinstance(config, ExecutorConfig):
+        if config.kind not in EXECUTORS:
+            raise bad("kind", f"must be one of {', '.join(EXECUTORS)}, got {config.kind!r}")
+        for key in ("workers", "gpus_per_node", "cpus_per_task", "timeout_min", "max_requeues"):
+            value = getattr(config, key)
+            if value is not None and value < (0 if key in ("gpus_per_node", "max_requeues") else 1):
+                raise bad(key, f"must be {'>= 0' if key in ('gpus_per_node', 'max_requeues') else 'positive'}, got {value}")
     if isinstance(config, SpeedConfig):
         if config.rounds is not None and config.rounds < 1:
             raise bad("rounds", f"must be >= 1, got {config.rounds}")

@@ -21,3 +21,7 @@ class ResultsError(TLBenchError):
 
 class FlopCountError(TLBenchError):
     """fvcore met an operator that has no handle and is not on the counted-as-zero list."""
+
+
+class SubmissionError(TLBenchError):
+    """The scheduler refused jobs (sbatch failed), or there is no scheduler to submit to."""

@@ -52,6 +52,7 @@ COLUMNS = [
 INT_COLUMNS = ["block_index", "num_tokens", "shots", "seed", "batch_size"]
 REQUIRED = {"model", "variant", "stage", "metric", "value", "unit"}
 MANIFEST, ROWS, CSV, UNITS = "manifest.json", "rows.jsonl", "results.csv", "units.jsonl"
+JOBS = "jobs.jsonl"  # executor runs: one line per unit submitted as a job (unit, job id, time)
 STATUSES = ("done", "skipped", "failed")
 UNIT_OF_STAGE = {"quality_init": "quality"}  # row stage -> the unit that writes it
 
@@ -148,6 +149,19 @@ def read_units(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
                 continue
             raise ResultsError(f"{path}:{i}: corrupt unit record") from None
         out[key] = u
+    return out
+
+
+def read_jobs(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(model, variant, stage) -> the unit's latest job record (job_id, executor, submitted)."""
+    path = Path(run_dir) / JOBS
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            r = json.loads(line)
+            out[(r["model"], r["variant"], r["stage"])] = r
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a kill mid-append: that job is simply not listed
     return out
 
 

@@ -4,7 +4,10 @@ and whether a process works on the run now.
 A unit is (model, variant, stage) for each variant of sweep.expand and each enabled stage:
 - done (with its row count), skipped (reason), failed (one-line error and the log file);
 - not started: no ledger line (never reached, or cut short by a kill: its rows, if any, are
-  dropped and redone on --resume). Runs from before the ledger count a unit done by its rows.
+  dropped and redone on --resume). Runs from before the ledger count a unit done by its rows;
+- under an executor (tlbench/executors.py): a job's shard not folded yet counts as what it says
+  (done = rows.jsonl + shards), and a unit submitted as a job (jobs.jsonl) with no outcome since
+  is running, with its job id.
 `complete` is the CI question "is there anything left to run?": every unit done or skipped
 (the sweep's own exit-0 rule); a failed or not-started unit makes it False.
 """
@@ -16,11 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench import files, results
+from tlbench import files, results, shards
 from tlbench.errors import ResultsError
 from tlbench.sweep import STAGES, expand, stored_config
 
 NOT_STARTED = "not started"
+RUNNING = "running"
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,11 @@ class UnitStatus:
     model: str
     variant: str
     stage: str
-    status: str  # done, skipped, failed, not started
+    status: str  # done, skipped, failed, running, not started
     rows: int | None  # rows written by a done unit
     reason: str | None  # skipped: why; failed: the one-line error
     log: str | None  # failed: the traceback's file, relative to the run
+    job: str | None = None  # the id of the unit's latest job (executor runs)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class RunStatus:
     @property
     def counts(self) -> dict[str, int]:
         c = Counter(u.status for u in self.units)
-        return {s: c.get(s, 0) for s in (*results.STATUSES, NOT_STARTED)}
+        return {s: c.get(s, 0) for s in (*results.STATUSES, RUNNING, NOT_STARTED)}
 
     @property
     def complete(self) -> bool:
@@ -52,8 +57,9 @@ class RunStatus:
     def summary(self) -> str:
         c = self.counts
         state = f"running ({self.lock_holder})" if self.lock_holder else "not running"
+        jobs = f"{c[RUNNING]} running, " if c[RUNNING] else ""
         return (f"{len(self.units)} units: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed, "
-                f"{c[NOT_STARTED]} not started; {state}")  # fmt: skip
+                f"{jobs}{c[NOT_STARTED]} not started; {state}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": str(self.run_dir), "running": self.lock_holder is not None,
@@ -69,6 +75,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
     config = stored_config(run_dir)  # not a run: a one-line ResultsError
     stages = [s for s in STAGES if getattr(config, s).enabled]
     ledger = results.read_units(run_dir) if results.has_ledger(run_dir) else None
+    if ledger is not None:
+        ledger.update(shards.shard_units(run_dir))  # finished by a job, not folded yet
+    jobs = results.read_jobs(run_dir)
     counted = Counter(
         (r["model"], r["variant"], results.unit_stage(r["stage"]))
         for r in results.read_rows(run_dir)
@@ -81,10 +90,13 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 state = "done" if counted[key] else NOT_STARTED
                 units.append(UnitStatus(*key, state, counted[key] or None, None, None))
                 continue
-            u = ledger.get(key)
-            if u is None:
+            u, job = ledger.get(key), jobs.get(key)
+            if job is not None and (u is None or u.get("finished", "") < job["submitted"]):
+                units.append(UnitStatus(*key, RUNNING, None, None, None, job["job_id"]))
+            elif u is None:
                 units.append(UnitStatus(*key, NOT_STARTED, None, None, None))
-                continue
-            rows = u.get("rows", counted[key]) if u["status"] == "done" else None
-            units.append(UnitStatus(*key, u["status"], rows, u.get("reason"), u.get("log")))
+            else:
+                rows = u.get("rows", counted[key]) if u["status"] == "done" else None
+                units.append(UnitStatus(*key, u["status"], rows, u.get("reason"), u.get("log"),
+                                        job and job["job_id"]))  # fmt: skip
     return RunStatus(run_dir, units, files.lock_holder(run_dir))

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench import files, results
-from tlbench.config import SweepConfig, config_diff, from_dict
+from tlbench import files, results, shards
+from tlbench.config import SweepConfig, config_diff, from_dict, with_executor
 from tlbench.errors import ConfigError, TLBenchError
 from tlbench.manifest import manifest_for, run_id
 from tlbench.models import Variant, make_variants
@@ -80,6 +80,7 @@ def run_sweep(
     *,
     resume: str | Path | None = None,
     progress: Progress | None = None,
+    executor: str | None = None,
 ) -> SweepResult:
     """Run (or resume) a sweep; rows land in `<out>/<name>/<run_id>/rows.jsonl`.
 
@@ -90,6 +91,8 @@ def run_sweep(
         resume: an existing run directory to finish; units not done (missing, cut short by a
             kill, skipped or failed) run again, and no row is duplicated.
         progress: optional callback, progress(event: str, **info).
+        executor: where the units run (inline, local, slurm, debug), over the config's
+            executor.kind; it may differ from the run's own on --resume.
 
     From a script, call it under `if __name__ == "__main__":`: on a CPU the training workers are
     spawned processes, which import the main module again (notebooks need nothing).
@@ -102,9 +105,11 @@ def run_sweep(
         if diff:
             raise ConfigError(f"--resume {run_dir}: the run was made with other settings "
                               f"({'; '.join(diff)}); start a new run for these")  # fmt: skip
-        config = stored
+        config = stored if config is None else dataclasses.replace(stored, executor=config.executor)
     elif config is None:
         raise ConfigError("no sweep config given, and no run to resume")
+    if executor is not None:
+        config = with_executor(config, executor)
     check_inputs(config)
     variants = expand(config)
     if resume is None:
@@ -121,6 +126,8 @@ def run_sweep(
             results.read_rows(run_dir)  # a corrupt middle line stops here, naming file:line
             if dropped := results.drop_unfinished(run_dir):
                 emit("status", text=f"dropped {dropped} rows of units a kill cut short; redoing them")
+            if folded := shards.fold(run_dir):  # units that jobs finished after their submitter left
+                emit("status", text=f"folded {folded} finished units from {shards.SHARDS}/")
         return _run(config, variants, run_dir, emit)
 
 
@@ -128,6 +135,10 @@ def check_inputs(config: SweepConfig) -> None:
     """Refuse in one line, before any work, what would only fail later (a missing data folder)."""
     from tlbench.data import check_spec
 
+    if config.executor.kind != "inline":
+        from tlbench.executors import check_executor
+
+        check_executor(config.executor)
     q = config.quality
     if q.enabled:
         for spec in ([q.train_data] if q.steps else []) + list(q.probe_data):
@@ -145,6 +156,11 @@ def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Prog
     emit("unit", advance=sum(len(variants) - len(todo[s]) for s in stages))
     groups = by_model(config)
     book = Book(run_dir, emit, several=len(groups) > 1)
+    if config.executor.kind != "inline":  # jobs (tlbench/executors.py); this process folds
+        from tlbench.executors import run_jobs
+
+        run_jobs(config, groups, todo, book)
+        return SweepResult(run_dir, tuple(book.skipped), tuple(book.failed), draw(run_dir, book))
     for stage, run in (("compute", _compute), ("speed", _speed), ("quality", _quality)):
         for sub, mine in groups:  # stage by stage (cheap results first), model by model
             left = [v for v in todo.get(stage, []) if v in mine]
