@@ -81,6 +81,10 @@ def test_speed_rows_record_the_attention_kernel(smoke_run: Path) -> None:
     speed = df[df["stage"] == "speed"]
     assert len(speed) and speed["attn_kernel"].isin(["flash", "efficient", "cudnn", "fused"]).all()
     assert df[df["stage"] != "speed"]["attn_kernel"].isna().all()
+    # where it was timed (a cluster's speed job names its node); no GPU on a CPU run
+    import socket
+
+    assert (speed["host"] == socket.gethostname()).all() and speed["gpu"].isna().all()
 
 
 def test_plot_command_redraws_from_the_table(smoke_run: Path, tmp_path: Path) -> None:

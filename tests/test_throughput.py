@@ -350,4 +350,5 @@ def test_cuda_timing_with_batch_search() -> None:
     t = measure_throughput(build_variant("tiny"), device="cuda", dtype="bfloat16", batch_size="auto",
                            warmup=2, rounds=2, iters=2)  # fmt: skip
     assert t.device == "cuda" and t.dtype == "bfloat16" and t.batch_size >= 1
+    assert t.gpu is not None and t.gpu.startswith(("GPU-", "cuda:")) and t.host
     assert t.images_per_s > 0 and "cpu" not in t.device_name.lower()

@@ -47,6 +47,7 @@ COLUMNS = [
     "run_id", "model", "variant", "method", "position", "block_index", "num_tokens", "stage", "metric",
     "value", "unit", "dataset", "shots", "seed", "batch_size", "device", "dtype",
     "attn_kernel",  # speed rows: the attention kernel(s) that ran, e.g. 'flash' (kernels.py)
+    "host", "gpu",  # speed rows: the machine (node) and the GPU (UUID; none on a CPU) that timed it
     "ci_low", "ci_high", "reliable",  # an interval for `value` where one is measured (speedup)
 ]  # fmt: skip
 INT_COLUMNS = ["block_index", "num_tokens", "shots", "seed", "batch_size"]

@@ -289,7 +289,8 @@ def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], bo
     base = timings.get("baseline")
     for v in todo:
         t = timings[v.name]
-        extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype, attn_kernel=t.attn_kernel)
+        extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype, attn_kernel=t.attn_kernel,
+                     host=t.host, gpu=t.gpu)  # where it was timed: a cluster's speed job names its node
         rows = [results.make_row(v, "speed", "throughput", t.images_per_s, **extra),
                 results.make_row(v, "speed", "latency_ms", t.latency_ms, **extra,
                                  ci_low=t.latency_ms_p10, ci_high=t.latency_ms_p90)]  # fmt: skip

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import os
 import platform
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -87,6 +88,8 @@ class Timing:
     iters: int
     round_ms: tuple[float, ...] = field(default=(), repr=False)  # ms per batch, one per round
     attn_kernel: str = ""  # attention kernel(s) that ran: 'flash', 'math', 'unfused' (kernels.py)
+    host: str = ""  # the machine (cluster node) that timed it
+    gpu: str | None = None  # which GPU (device_slot); None on a CPU
 
     def to_dict(self, rounds: bool = False) -> dict[str, Any]:
         """Flat dict; the per-round latencies only when asked."""
@@ -135,6 +138,15 @@ def check_counts(rounds: int | None, iters: int | None, warmup: int | None) -> N
     for name, value, least in (("rounds", rounds, 1), ("iters", iters, 1), ("warmup", warmup, 0)):
         if value is not None and value < least:
             raise ConfigError(f"--{name} must be >= {least}; got {value}")
+
+
+def device_slot(device: torch.device) -> str | None:
+    """Which GPU, stable across jobs and processes: its UUID (CUDA_VISIBLE_DEVICES renumbers the
+    GPUs a job sees, so an index says little on a cluster); None on a CPU."""
+    if device.type != "cuda":
+        return None
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    return f"GPU-{uuid}" if uuid is not None else f"cuda:{device.index or torch.cuda.current_device()}"
 
 
 def device_name(device: torch.device) -> str:
@@ -368,6 +380,8 @@ def time_interleaved(
         "batch_size": batch,
         "device": dev.type,
         "device_name": device_name(dev),
+        "host": socket.gethostname(),
+        "gpu": device_slot(dev),
         "dtype": dtype,
         "compiled": compile,
         "tf32": tf32 and dev.type == "cuda",
