@@ -117,6 +117,7 @@ def models(
         CUSTOM_MODELS,
         DESCRIPTIONS,
         REPATCHED,
+        VIDEO_MODELS,
         model_info,
         vit_names,
     )
@@ -124,7 +125,7 @@ def models(
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
     for col in ("alias", "model", "depth", "width", "heads", "patch", "img", "tokens"):
         table.add_column(col, justify="left" if col in ("alias", "model") else "right")
-    for alias in [*CUSTOM_MODELS, *ALIASES, *REPATCHED]:
+    for alias in [*CUSTOM_MODELS, *ALIASES, *REPATCHED, *VIDEO_MODELS]:
         i = model_info(alias)
         table.add_row(alias, DESCRIPTIONS.get(alias, i.name), str(i.depth), str(i.embed_dim),
                       str(i.num_heads), str(i.patch_size), str(i.img_size[0]),
@@ -146,6 +147,7 @@ def flops(
     ),
     tokens: str = typer.Option("8,16", help="Numbers of learned tokens S, comma list."),
     img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
+    frames: int | None = typer.Option(None, help="Video models: frames per clip (default: the model's)."),
     version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
@@ -158,16 +160,18 @@ def flops(
         check_format(fmt)
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
         from tlbench.flops import count_variants
-        from tlbench.models import make_variants
+        from tlbench.models import VIDEO_MODELS, make_variants
 
         variants = make_variants(model, pos, toks, baseline=baseline, version=version, fuser=fuser,
-                                 img_size=img_size, method=method, params=parse_params(param))  # fmt: skip
-        rows = count_variants(variants, img_size)
+                                 img_size=img_size, method=method, params=parse_params(param),
+                                 frames=frames)  # fmt: skip
+        rows = count_variants(variants, img_size, frames)
     records = [{k: v for k, v in vars(r).items() if k != "zero_ops"} for r in rows]
     base = next((r["gflops"] for r in records if r["variant"] == "baseline"), None)
     for r in records:
         r["flops_ratio"] = r["gflops"] / base if base else None
-    table = Table(title=f"{records[0]['model']} @ {records[0]['img_size']} px: GFLOPs per image "
+    per = "clip" if variants[0].model in VIDEO_MODELS else "image"
+    table = Table(title=f"{records[0]['model']} @ {records[0]['img_size']} px: GFLOPs per {per} "
                         "(fvcore, 1 multiply-add = 1 FLOP)")  # fmt: skip
     for col in ("variant", "p", "block", "S", "GFLOPs", "analytic", "× baseline", "params (M)"):
         table.add_column(col, justify="left" if col in ("model", "variant") else "right")

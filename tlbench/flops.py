@@ -25,6 +25,7 @@ from torch import nn
 
 from tlbench.errors import FlopCountError
 from tlbench.models import ModelInfo, Variant, model_info
+from tlbench.video import input_shape
 
 # Operators counted as zero, and why: element-wise or reductions with at most a few operations per
 # element, negligible next to the matmuls (fvcore's convention; its own ignore-list treats relu,
@@ -113,7 +114,7 @@ def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None,
     Count the eager model, never a compiled one (fvcore cannot trace it, and FlopCounterMode
     perturbs it: pytorch/pytorch#140909).
     """
-    x = torch.randn(1, in_chans, *_hw(model, img_size), device=next(model.parameters()).device)
+    x = torch.randn(input_shape(model, 1, _hw(model, img_size), in_chans), device=next(model.parameters()).device)
     by_operator, unsupported = _fvcore(model, x)
     return _report(model, by_operator, unsupported)
 
@@ -130,7 +131,7 @@ def count_flops_composed(model: nn.Module, img_size: int | tuple[int, int] | Non
     device = next(model.parameters()).device
     by_operator: Counter[str] = Counter()
     unsupported: Counter[str] = Counter()
-    shape = (1, in_chans, *_hw(model, img_size))
+    shape = input_shape(model, 1, _hw(model, img_size), in_chans)
     for part in [_Stem(model), *model.blocks, _Head(model)]:
         key = (_signature(part), shape)
         if key not in cache:
@@ -249,7 +250,7 @@ def analytic_flops(info: ModelInfo, variant: Variant, norms: bool = True) -> int
     def block(a: int, f: int) -> int:  # a tokens: LN, qkv, QK^T, PV, proj; f tokens: LN, MLP
         return ln * a * d + a * d * 3 * d + 2 * a * a * d + a * d * d + ln * f * d + 2 * f * d * m
 
-    total = info.num_patches * info.patch_size**2 * info.in_chans * d  # patch embedding
+    total = info.num_patches * info.tubelet * info.patch_size**2 * info.in_chans * d  # patch/tubelet embedding
     total += sum(block(a, f) for a, f in zip(sched.attn_tokens, sched.mlp_tokens, strict=True))
     return total + sched.module_macs + ln * sched.tokens_out * d + d * info.num_classes
 
@@ -270,19 +271,21 @@ class VariantFlops:
     zero_ops: tuple[str, ...] = ()  # operators counted as zero (all on ZERO_COST_OPS)
 
 
-def count_variants(variants: list[Variant], img_size: int | None = None) -> list[VariantFlops]:
+def count_variants(variants: list[Variant], img_size: int | None = None,
+                   frames: int | None = None) -> list[VariantFlops]:  # fmt: skip
     """Count every variant of one model (see iter_variant_flops)."""
-    return list(iter_variant_flops(variants, img_size))
+    return list(iter_variant_flops(variants, img_size, frames))
 
 
-def iter_variant_flops(variants: list[Variant], img_size: int | None = None) -> Iterator[VariantFlops]:
+def iter_variant_flops(variants: list[Variant], img_size: int | None = None,
+                       frames: int | None = None) -> Iterator[VariantFlops]:  # fmt: skip
     """Count variants one by one; the stock model is built once and its weights shared."""
     from tlbench.models import build_sharing
 
     if not variants:
         return
-    info = model_info(variants[0].model, img_size)
-    models = build_sharing(variants, img_size)
+    info = model_info(variants[0].model, img_size, frames)
+    models = build_sharing(variants, img_size, frames)
     cache: dict = {}  # shared: each distinct (module, token count) is traced once
     for v in variants:
         yield variant_flops(info, v, models[v.name], cache)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.reducers import DEFAULT_METHOD, check_params, get_reducer
+from tlbench.reducers import DEFAULT_METHOD, REDUCERS, check_params, get_reducer
 from tlbench.support import (
     NO_INIT,
     SUPPORTED,
@@ -40,6 +40,7 @@ from tlbench.support import (
     unsupported_reason,
     vit_names,
 )
+from tlbench.video import VIDEO_DESCRIPTIONS, VIDEO_MODELS, create_video
 
 # The one alias table: short names for the paper's models and a few more.
 ALIASES: dict[str, str] = {
@@ -102,6 +103,7 @@ DESCRIPTIONS = {
     "vit_l10": "ViT-L/16 with 10 px patches (paper's L/10): 22 x 22 grid at 224 px",
     "vit_l8": "ViT-L/16 with 8 px patches (paper's L/8): 28 x 28 grid at 224 px",
     "vit_g14": "ViT-G/14 (vit_gigantic_patch14_224): 48 blocks, width 1664, MLP 8192",
+    **VIDEO_DESCRIPTIONS,
 }
 
 
@@ -121,6 +123,19 @@ class ModelInfo:
     num_prefix_tokens: int
     num_classes: int
     class_token: bool = False  # the first prefix token is a class token (others are registers)
+    # Video (tlbench.video): num_patches = time_steps * the spatial patches, each a tubelet of
+    # `tubelet` frames; an image is one time step of one frame, so these stay 1 for images.
+    time_steps: int = 1
+    tubelet: int = 1
+
+    @property
+    def spatial_patches(self) -> int:
+        """Patch tokens per time step: what a per-time-step reducer reduces (all of them for images)."""
+        return self.num_patches // self.time_steps
+
+    @property
+    def frames(self) -> int:
+        return self.time_steps * self.tubelet
 
 
 @dataclass(frozen=True)
@@ -163,7 +178,7 @@ def resolve_model(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
-    if name in CUSTOM_MODELS or name in REPATCHED:
+    if name in CUSTOM_MODELS or name in REPATCHED or name in VIDEO_MODELS:
         return name
     if name.split(".")[0] in _timm_vit_names():
         reason = _probe_reason(name.split(".")[0])
@@ -174,7 +189,7 @@ def resolve_model(name: str) -> str:
         raise ConfigError(
             f"{name} is a timm model but not a VisionTransformer; `tlbench models --all` lists those"
         )
-    close = difflib.get_close_matches(name, [*ALIASES, *CUSTOM_MODELS, *vit_names()], n=3)
+    close = difflib.get_close_matches(name, [*ALIASES, *CUSTOM_MODELS, *VIDEO_MODELS, *vit_names()], n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `tlbench models` lists them"
     raise ConfigError(f"unknown model {name!r}{hint}")
 
@@ -193,13 +208,18 @@ def block_index(position: float, depth: int) -> int:
 
 
 def _create(
-    name: str, *, img_size: int | None, pretrained: bool, num_classes: int, **kw: Any
+    name: str, *, img_size: int | None, pretrained: bool, num_classes: int, frames: int | None = None,
+    **kw: Any,
 ) -> nn.Module:
     """Instantiate the stock (unmodified) model with tlbench's head convention."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    if name in CUSTOM_MODELS:
+    if name in VIDEO_MODELS:
+        if pretrained:
+            raise ConfigError(f"{name} has no pretrained weights in tlbench (image-to-video inflation is not built)")
+        model = create_video(name, img_size=img_size, frames=frames, num_classes=num_classes, **kw)
+    elif name in CUSTOM_MODELS:
         args = dict(CUSTOM_MODELS[name], num_classes=num_classes, global_pool="avg", fc_norm=False)
         if img_size is not None:
             args["img_size"] = img_size
@@ -244,11 +264,13 @@ def _first_line(e: BaseException) -> str:
 
 
 @functools.cache
-def model_info(name: str, img_size: int | None = None) -> ModelInfo:
-    """Architecture of a model (built on the meta device: instant, no weights)."""
+def model_info(name: str, img_size: int | None = None, frames: int | None = None) -> ModelInfo:
+    """Architecture of a model (built on the meta device: instant, no weights); `frames` for video."""
     resolved = resolve_model(name)
+    if frames is not None:
+        _check_frames(resolved, frames)
     with torch.device("meta"):
-        m = _create(resolved, img_size=img_size, pretrained=False, num_classes=1000, **NO_INIT)
+        m = _create(resolved, img_size=img_size, pretrained=False, num_classes=1000, frames=frames, **NO_INIT)
     if reason := unsupported_reason(m):
         raise ConfigError(f"{resolved} {reason}; {SUPPORTED}")
     patch = m.patch_embed.patch_size
@@ -276,7 +298,18 @@ def model_info(name: str, img_size: int | None = None) -> ModelInfo:
         num_prefix_tokens=m.num_prefix_tokens,
         num_classes=m.num_classes,
         class_token=m.cls_token is not None,
+        time_steps=getattr(m.patch_embed, "time_steps", 1),
+        tubelet=getattr(m.patch_embed, "tubelet", 1),
     )
+
+
+def _check_frames(resolved: str, frames: int) -> None:
+    """Frames are for video models, a positive multiple of the tubelet's time size."""
+    if resolved not in VIDEO_MODELS:
+        raise ConfigError(f"{resolved} is an image model; --frames is for video models ({', '.join(VIDEO_MODELS)})")
+    t = VIDEO_MODELS[resolved]["tubelet"]
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1 or frames % t:
+        raise ConfigError(f"frames must be a positive multiple of {resolved}'s tubelet time size {t}, got {frames!r}")
 
 
 def make_variant(
@@ -289,16 +322,20 @@ def make_variant(
     img_size: int | None = None,
     method: str = DEFAULT_METHOD,
     params: Mapping[str, int] | None = None,
+    frames: int | None = None,
 ) -> Variant:
     """Validate one (model, method, p, S, params) and return its Variant (block index resolved).
 
     A method whose S follows from its parameters (tome_r) ignores `num_tokens` and records the
-    patch tokens it leaves after the last block instead.
+    patch tokens it leaves after the last block instead. On a video model S is per time step.
     """
-    info = model_info(model, img_size)
+    info = model_info(model, img_size, frames)
     if position is None:
         return Variant(info.name, None, None, None)
     reducer = get_reducer(method)
+    if info.time_steps > 1 and not getattr(reducer, "per_time_step", False):
+        per_step = ", ".join(sorted(n for n, r in REDUCERS.items() if getattr(r, "per_time_step", False)))
+        raise ConfigError(f"{method} cannot act per time step on the video model {info.name}; video takes {per_step}")
     k = block_index(position, info.depth)
     pairs = tuple(sorted((params or {}).items()))
     check_params(method, pairs)
@@ -307,9 +344,10 @@ def make_variant(
         num_tokens = 1  # a placeholder until the method's parameters are checked
     elif isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
         raise ConfigError(f"number of tokens must be a positive integer, got {num_tokens!r}")
-    elif num_tokens > info.num_patches:
+    elif num_tokens > info.spatial_patches:
+        per_step = " per time step" if info.time_steps > 1 else ""
         raise ConfigError(
-            f"{num_tokens} tokens is more than the {info.num_patches} patch tokens it would reduce"
+            f"{num_tokens} tokens is more than the {info.spatial_patches} patch tokens{per_step} it would reduce"
         )
     variant = Variant(info.name, float(position), k, num_tokens, version, fuser, method, pairs)
     reducer.check(info, variant)
@@ -335,6 +373,7 @@ def make_variants(
     img_size: int | None = None,
     method: str = DEFAULT_METHOD,
     params: Mapping[str, int | Sequence[int]] | None = None,
+    frames: int | None = None,
 ) -> list[Variant]:
     """Baseline first, then the reducer at each position x token count x parameter combination
     (`params` maps a name to one value or a list), sorted by (k, S, params).
@@ -342,17 +381,17 @@ def make_variants(
     `positions=None` means every block index 0..depth (0..depth-1 with the fuser). Positions that
     map to the same block index are one variant: the first one given names it.
     """
-    info = model_info(model, img_size)
+    info = model_info(model, img_size, frames)
     if positions is None:
         last = info.depth - 1 if fuser else info.depth
         positions = [k / info.depth for k in range(last + 1)]
-    out = [make_variant(model, img_size=img_size)] if baseline else []
+    out = [make_variant(model, img_size=img_size, frames=frames)] if baseline else []
     seen: dict[tuple[int, int, tuple[tuple[str, int], ...]], Variant] = {}
     for combo in param_grid(params):
         for p in positions:
             for s in tokens:
                 v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size,
-                                 method=method, params=combo)  # fmt: skip
+                                 method=method, params=combo, frames=frames)  # fmt: skip
                 seen.setdefault((v.block_index, v.num_tokens, v.params), v)
     return out + [seen[key] for key in sorted(seen)]
 
@@ -366,7 +405,7 @@ def apply_reducer(model: nn.Module, variant: Variant) -> nn.Module:
     model.tl_variant = variant
     if variant.is_baseline:
         return model
-    info = model_info(variant.model, int(model.patch_embed.img_size[0]))
+    info = model_info(variant.model, int(model.patch_embed.img_size[0]), getattr(model.patch_embed, "num_frames", None))
     return get_reducer(variant.method).apply(model, info, variant)
 
 
@@ -377,14 +416,16 @@ def build_model(
     pretrained: bool = False,
     num_classes: int = 1000,
     checkpoint_path: str | Path | None = None,
+    frames: int | None = None,
 ) -> nn.Module:
     """Build `variant` (eval mode): stock model, optional pretrained backbone, fresh TokenLearner."""
-    model_info(variant.model, img_size)  # validates the image size
+    model_info(variant.model, img_size, frames)  # validates the image size (and a video's frames)
     model = _create(
         variant.model,
         img_size=img_size,
         pretrained=pretrained and not checkpoint_path,
         num_classes=num_classes,
+        frames=frames,
     )
     if checkpoint_path is not None:
         load_backbone(model, checkpoint_path)
@@ -430,7 +471,9 @@ def build_variant(
     )
 
 
-def build_sharing(variants: list[Variant], img_size: int | None = None) -> dict[str, nn.Module]:
+def build_sharing(
+    variants: list[Variant], img_size: int | None = None, frames: int | None = None
+) -> dict[str, nn.Module]:
     """Variants of one model whose backbones share one set of weights (eval mode), by name.
 
     For timing and counting, where weights do not matter: one copy in memory however many variants.
@@ -439,7 +482,7 @@ def build_sharing(variants: list[Variant], img_size: int | None = None) -> dict[
     """
     if not variants:
         return {}
-    base = build_model(Variant(variants[0].model, None, None, None), img_size=img_size)
+    base = build_model(Variant(variants[0].model, None, None, None), img_size=img_size, frames=frames)
     before = _module_tree(base)
     out = {}
     for v in variants:

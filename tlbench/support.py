@@ -64,6 +64,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
     from timm.layers import Mlp, PatchEmbed
     from timm.models.vision_transformer import Attention, Block, ResPostBlock, VisionTransformer
 
+    from tlbench.video import TubeletEmbed
+
     if type(model) is not VisionTransformer:
         return f"is a {type(model).__name__}, not a plain VisionTransformer"
     d = model.embed_dim
@@ -88,11 +90,15 @@ def unsupported_reason(model: nn.Module) -> str | None:
             if reason := _norm_reason(norm, "block"):
                 return reason
     pe = model.patch_embed
-    conv = pe.proj if isinstance(pe.proj, nn.Conv2d) else None
-    if type(pe) is not PatchEmbed or conv is None or conv.padding != (0, 0):
-        return f"has a non-standard patch embedding ({type(pe).__name__})"
-    if not conv.kernel_size == conv.stride == tuple(pe.patch_size):
-        return "has overlapping or strided patches"
+    if type(pe) is TubeletEmbed:  # video: a 3-D conv over t x p x p tubelets
+        if pe.proj.padding != (0, 0, 0) or not pe.proj.kernel_size == pe.proj.stride == (pe.tubelet, *pe.patch_size):
+            return "has overlapping or strided tubelets"
+    else:
+        conv = pe.proj if isinstance(pe.proj, nn.Conv2d) else None
+        if type(pe) is not PatchEmbed or conv is None or conv.padding != (0, 0):
+            return f"has a non-standard patch embedding ({type(pe).__name__})"
+        if not conv.kernel_size == conv.stride == tuple(pe.patch_size):
+            return "has overlapping or strided patches"
     if not isinstance(pe.norm, nn.Identity):
         return f"normalises the patch embedding ({type(pe.norm).__name__})"
     if not isinstance(model.norm_pre, nn.Identity):
