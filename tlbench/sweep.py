@@ -61,11 +61,21 @@ def by_model(config: SweepConfig) -> list[tuple[SweepConfig, list[Variant]]]:
                                       version=g.version, fuser=g.fuser, img_size=m.img_size,
                                       method=method, params=params)  # fmt: skip
         resolved = variants[0].model if variants else name
+        _compute_only_for_video(config, resolved)
         if resolved in seen:
             raise ConfigError(f"model.names: {seen[resolved]} and {name} are the same model ({resolved})")
         seen[resolved] = name
         out.append((dataclasses.replace(config, model=m), variants))
     return out
+
+
+def _compute_only_for_video(config: SweepConfig, model: str) -> None:
+    """Video models have the compute stage only so far (no clip data, timing input or probe)."""
+    from tlbench.models import model_info
+
+    if model_info(model, config.model.img_size).time_steps > 1 and (config.speed.enabled or config.quality.enabled):
+        raise ConfigError(f"{model} is a video model: only the compute stage runs on video so far; "
+                          "--set speed.enabled=false --set quality.enabled=false")  # fmt: skip
 
 
 def stored_config(run_dir: str | Path) -> SweepConfig:

@@ -11,6 +11,7 @@ from torch import nn
 
 from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule
+from tlbench.video import PerTimeStep
 
 if TYPE_CHECKING:
     from tlbench.models import ModelInfo, Variant
@@ -40,11 +41,12 @@ def insert_before_block(model: nn.Module, k: int, layer: nn.Module) -> nn.Module
 
 
 def before_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> TokenSchedule:
-    """Blocks before k see P + N tokens, blocks from k on (and the pool) P + S."""
+    """Blocks before k see P + N tokens, blocks from k on (and the pool) P + S (P + T*S on video)."""
     p, n, depth = info.num_prefix_tokens, info.num_patches, info.depth
     k, s = variant.block_index, variant.num_tokens
-    tokens = (p + n,) * k + (p + s,) * (depth - k)
-    return TokenSchedule(tokens, tokens, p + s, module_macs)
+    s_all = info.time_steps * s  # S per time step on a video model
+    tokens = (p + n,) * k + (p + s_all,) * (depth - k)
+    return TokenSchedule(tokens, tokens, p + s_all, module_macs)
 
 
 def plain_label(variant: Variant) -> str:
@@ -85,4 +87,6 @@ class BeforeBlockReducer(ABC):
 
     def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
         layer = self.make(info, variant, tuple(model.patch_embed.grid_size))
+        if info.time_steps > 1:  # only methods with per_time_step get here (models.make_variant)
+            layer = PerTimeStep(layer, info.time_steps)
         return insert_before_block(model, variant.block_index, PatchTokensLayer(layer, info.num_prefix_tokens))

@@ -3,6 +3,7 @@
 The control every reduction method must beat (on video most do not: Haurum et al., 2024, in
 shared/reference/next-capabilities.md). Draws come from torch's global generator, so a run is
 reproducible under torch.manual_seed; at probe time the features are random too, by design.
+On a video model the draw is per time step (S of each step's N tokens), like TokenLearner's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class RandomDrop(nn.Module):
 @register_reducer
 class RandomReducer(BeforeBlockReducer):
     method: ClassVar[str] = "random"
+    per_time_step: ClassVar[bool] = True  # on video: S tokens drawn in each time step
     zero_cost_ops: ClassVar[dict[str, str]] = {
         "aten::rand": "random scores, one draw per token",
         "aten::argsort": "ranking N scores per image: no multiply-adds",

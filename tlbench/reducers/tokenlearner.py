@@ -16,6 +16,7 @@ from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule, register_reducer
 from tlbench.reducers._common import before_block_schedule, insert_before_block, plain_label
 from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
+from tlbench.video import PerTimeStep
 
 if TYPE_CHECKING:
     from tlbench.models import ModelInfo, Variant
@@ -32,11 +33,14 @@ class TokenLearnerReducer:
     needs: ClassVar[frozenset[str]] = frozenset({"grid"})  # v1.0's convolutions run on the grid
     trains: ClassVar[bool] = True
     zero_cost_ops: ClassVar[dict[str, str]] = {}  # softmax, sigmoid, div: in flops.ZERO_COST_OPS
+    per_time_step: ClassVar[bool] = True  # on video: S tokens learned from each time step
     bottleneck_dim: int = 64  # scenic's MLP width in the v1.1 learner and the fuser's gate
 
     def check(self, info: ModelInfo, variant: Variant) -> None:
         if variant.version not in VERSIONS:
             raise ConfigError(f"TokenLearner version must be 1.1 or 1.0, got {variant.version!r}")
+        if variant.fuser and info.time_steps > 1:
+            raise ConfigError(f"the TokenFuser is not built for video models ({info.name}); drop --fuser")
         if variant.fuser and variant.block_index == info.depth:
             raise ConfigError(
                 f"with the TokenFuser, p={variant.position} maps to block {variant.block_index} = "
@@ -62,13 +66,14 @@ class TokenLearnerReducer:
         return dataclasses.replace(sched, tokens_out=info.num_prefix_tokens + info.num_patches)
 
     def learner_macs(self, info: ModelInfo, s: int, version: str, norms: bool = True) -> int:
-        """LN, the masking (v1.1: MLP C -> 64 -> S; v1.0: four 3x3 convs) and the weighted sum."""
-        n, d, b = info.num_patches, info.embed_dim, self.bottleneck_dim
+        """LN, the masking (v1.1: MLP C -> 64 -> S; v1.0: four 3x3 convs) and the weighted sum,
+        once per time step on video."""
+        t, n, d, b = info.time_steps, info.spatial_patches, info.embed_dim, self.bottleneck_dim
         if version == "1.1":
             masking = n * d * b + n * b * s
         else:  # C -> S, then S -> S three times
             masking = n * 9 * d * s + 3 * n * 9 * s * s
-        return (5 * n * d if norms else 0) + masking + s * n * d
+        return t * ((5 * n * d if norms else 0) + masking + s * n * d)
 
     def fuser_macs(self, info: ModelInfo, s: int, norms: bool = True) -> int:
         """LN, mix over S, LN, LN of the original, the gate MLP, the gated einsum."""
@@ -87,7 +92,8 @@ class TokenLearnerReducer:
             return TokenLearner(dim, s, variant.version, self.bottleneck_dim, grid).to(device)
 
         if not variant.fuser:
-            return insert_before_block(model, k, TokenLearnerLayer(learner(), prefix))
+            per_step = PerTimeStep(learner(), info.time_steps) if info.time_steps > 1 else learner()
+            return insert_before_block(model, k, TokenLearnerLayer(per_step, prefix))
         blocks = list(model.blocks)
         for i in range(k, len(blocks)):
             fuser = TokenFuser(dim, s, self.bottleneck_dim).to(device)

@@ -1,0 +1,187 @@
+"""Video: the ViViT backbone, reducers per time step, exact FLOPs, the paper's ViViT-L numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tlbench.cli import app
+from tlbench.errors import ConfigError
+from tlbench.flops import analytic_flops, count_flops, count_variants
+from tlbench.models import build_model, build_sharing, make_variant, make_variants, model_info
+from tlbench.reducers import REDUCERS
+from tlbench.tokenlearner import TokenLearner
+from tlbench.video import PerTimeStep, TubeletEmbed, video_pos_embed
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny forwards: two threads on a shared 2-core machine cost 10-100x more than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_vivit_cpu_geometry_and_time_major_tokens() -> None:
+    info = model_info("vivit_cpu")
+    assert (info.time_steps, info.tubelet, info.frames, info.spatial_patches) == (4, 2, 8, 64)
+    assert info.num_patches == 256 and info.num_prefix_tokens == 0 and not info.class_token
+    embed = TubeletEmbed(32, 4, 3, 8, frames=8, tubelet=2)
+    x = torch.zeros(1, 3, 8, 32, 32)
+    x[:, :, 2:4] = 1.0  # only time step 1 differs from the others
+    tokens = embed(x)  # [1, T*h*w, C]
+    assert tokens.shape == (1, 256, 8)
+    changed = (tokens - embed(torch.zeros_like(x))).abs().sum(-1)[0] > 0
+    assert changed[64:128].all() and not changed[:64].any() and not changed[128:].any()
+
+
+def test_pos_embed_is_spatial_tiled_plus_temporal() -> None:
+    pe = video_pos_embed(4, (8, 8), 48).reshape(4, 64, 48)
+    spatial = pe - pe[:, :1]  # removes the temporal term: the same for every time step
+    assert torch.allclose(spatial, spatial[:1].expand_as(spatial), atol=1e-6)
+    assert not torch.allclose(pe[0], pe[1])
+
+
+@pytest.mark.parametrize("frames", [2, 4, 8])
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_shapes_at_every_position_token_count_and_time_steps(frames: int, version: str) -> None:
+    info = model_info("vivit_cpu", None, frames)
+    t = frames // 2
+    x = torch.randn(2, 3, frames, 32, 32)
+    variants = make_variants("vivit_cpu", None, [1, 8], version=version, frames=frames)
+    models = build_sharing(variants, frames=frames)  # one backbone, a reducer per variant
+    for v in variants:
+        model = models[v.name]
+        with torch.no_grad():
+            feats = model.forward_features(x)
+            logits = model(x)
+        n = info.num_patches if v.is_baseline else t * v.num_tokens  # T*S from block k on
+        assert feats.shape == (2, n, 48), v.name
+        assert logits.shape == (2, 1000)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_per_time_step_equals_frame_by_frame(version: str) -> None:
+    torch.manual_seed(0)
+    learner = TokenLearner(48, 8, version, 64, (8, 8)).eval()
+    x = torch.randn(3, 4 * 64, 48)  # [B, T*N, C], time-major
+    with torch.no_grad():
+        joint = PerTimeStep(learner, 4)(x)  # [B, T*S, C]
+        steps = [learner(x[:, i * 64 : (i + 1) * 64]) for i in range(4)]  # each [B, S, C]
+    assert joint.shape == (3, 32, 48)
+    assert torch.allclose(joint, torch.cat(steps, dim=1), atol=1e-6)
+
+
+def test_built_model_runs_the_learner_per_time_step() -> None:
+    torch.manual_seed(0)
+    model = build_model(make_variant("vivit_cpu", 0.5, 8))
+    layer = model.blocks[4]
+    learner = layer.tokenlearner.reduce
+    x = torch.randn(2, 256, 48)
+    with torch.no_grad():
+        expected = torch.cat([learner(x[:, i * 64 : (i + 1) * 64]) for i in range(4)], dim=1)
+        assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+def test_random_drop_keeps_s_tokens_from_each_time_step() -> None:
+    model = build_model(make_variant("vivit_cpu", 0.0, 8, method="random"))
+    steps = torch.arange(4).repeat_interleave(64).float()  # each token carries its time step
+    x = steps[None, :, None].expand(2, 256, 48)
+    with torch.no_grad():
+        out = model.blocks[0](x)  # the random drop layer, before block 0
+    assert out.shape == (2, 32, 48)
+    assert torch.equal(out[..., 0], torch.arange(4).repeat_interleave(8).float().expand(2, 32))
+
+
+def test_fvcore_equals_analytic_exactly_on_the_small_video_model() -> None:
+    variants = make_variants("vivit_cpu", [0, 0.25, 0.5, 1], [1, 8, 16])
+    variants += make_variants("vivit_cpu", [0.25, 0.75], [4, 16], version="1.0", baseline=False)
+    variants += make_variants("vivit_cpu", [0, 0.5], [8], method="random", baseline=False)
+    rows = count_variants(variants)
+    for row in rows:
+        assert round(row.gflops * 1e9) == round(row.gflops_analytic * 1e9), row.variant
+    stem = model_info("vivit_cpu").num_patches * 2 * 4 * 4 * 3 * 48
+    model = build_model(variants[0])
+    rep = count_flops(model)  # the whole model in one trace: the 3-D conv stem is counted
+    assert rep.by_operator["conv"] == stem
+    assert rep.flops == round(rows[0].gflops * 1e9)
+
+
+def test_vivit_l_matches_the_papers_compute() -> None:
+    info = model_info("vivit_l16x2")
+    assert (info.time_steps, info.spatial_patches, info.num_patches) == (16, 196, 3136)
+    base = analytic_flops(info, make_variant("vivit_l16x2")) / 1e9
+    tl = analytic_flops(info, make_variant("vivit_l16x2", 0.5, 16)) / 1e9
+    assert make_variant("vivit_l16x2", 0.5, 16).block_index == 12
+    assert abs(base / 1436 - 1) < 0.01 and abs(tl / 761 - 1) < 0.01
+    assert abs(tl / base - 0.53) < 0.005
+
+
+@pytest.mark.slow
+def test_vivit_l_fvcore_equals_analytic() -> None:
+    rows = count_variants([make_variant("vivit_l16x2"), make_variant("vivit_l16x2", 0.5, 16)])
+    assert [round(r.gflops * 1e9) for r in rows] == [round(r.gflops_analytic * 1e9) for r in rows]
+
+
+def test_reducers_that_cannot_act_per_time_step_refuse_video() -> None:
+    per_step = {name for name, r in REDUCERS.items() if getattr(r, "per_time_step", False)}
+    assert per_step == {"tokenlearner", "random"}
+    for method in sorted(set(REDUCERS) - per_step):
+        with pytest.raises(ConfigError, match="cannot act per time step"):
+            make_variant("vivit_cpu", 0.5, 8, method=method, params={"r": 2} if method == "tome_r" else None)
+    with pytest.raises(ConfigError, match="TokenFuser"):
+        make_variant("vivit_cpu", 0.5, 8, fuser=True)
+    with pytest.raises(ConfigError, match="per time step"):
+        make_variant("vivit_cpu", 0.5, 65)  # 64 patches per time step
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--frames", "7"], "tubelet time size 2"),
+        (["--frames", "0"], "positive multiple"),
+        (["--img-size", "30"], "not divisible"),
+        (["--method", "pool"], "cannot act per time step"),
+    ],
+)
+def test_bad_video_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["flops", "-m", "vivit_cpu", "--positions", "0.5", "--tokens", "8", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_frames_on_an_image_model_is_refused() -> None:
+    result = runner.invoke(app, ["flops", "-m", "tiny", "--frames", "8"])
+    assert result.exit_code == 2 and "image model" in result.output
+
+
+def test_cli_flops_on_video_with_frames() -> None:
+    result = runner.invoke(app, ["flops", "-m", "vivit_cpu", "--frames", "4", "--positions", "0.5",
+                                 "--tokens", "8", "--format", "csv"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3 and "p0.5-s8" in lines[2]
+
+
+SWEEP = ["sweep", "--model", "vivit_cpu", "--positions", "0.5", "--tokens", "8"]
+
+
+def test_sweep_on_video_refuses_speed_and_quality(tmp_path) -> None:
+    refused = runner.invoke(app, [*SWEEP, "--out", str(tmp_path)])
+    assert refused.exit_code == 2 and "only the compute stage" in refused.output
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_sweep_on_video_runs_the_compute_stage(tmp_path) -> None:
+    args = [*SWEEP, "--out", str(tmp_path)]
+    ok = runner.invoke(app, [*args, "--set", "name=v", "--set", "speed.enabled=false",
+                             "--set", "quality.enabled=false"])  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+    rows = (next((tmp_path / "v").iterdir()) / "results.csv").read_text()
+    assert "vivit_cpu" in rows and "p0.5-s8" in rows
