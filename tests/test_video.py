@@ -185,3 +185,19 @@ def test_sweep_on_video_runs_the_compute_stage(tmp_path) -> None:
     assert ok.exit_code == 0, ok.output
     rows = (next((tmp_path / "v").iterdir()) / "results.csv").read_text()
     assert "vivit_cpu" in rows and "p0.5-s8" in rows
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench", "-m", "vivit_cpu", "--positions", "0.5", "--tokens", "8"],
+        ["probe", "-m", "vivit_cpu", "--position", "0.5", "--tokens", "8", "--steps", "0"],
+        ["maps", "-m", "vivit_cpu", "--checkpoint", "x.pt", "--position", "0.5"],
+    ],
+)
+def test_image_only_stages_refuse_video_in_one_line(args: list[str], tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.pt").write_bytes(b"")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "video model" in result.output and "Traceback" not in result.output

@@ -82,8 +82,9 @@ def bench_variants(
     resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
     check_counts(rounds=rounds, iters=iters, warmup=warmup)
     from tlbench.flops import count_flops
-    from tlbench.models import build_sharing, make_variants
+    from tlbench.models import build_sharing, make_variants, require_image
 
+    require_image(model, "timing", img_size)
     report = progress or (lambda _msg: None)
     positions = list(DEFAULT_POSITIONS if positions is None else positions)
     variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size,

@@ -18,7 +18,7 @@ from torch import nn
 
 from tlbench.data import fit_images, normalize
 from tlbench.errors import ConfigError, DataError
-from tlbench.models import Variant, build_model, make_variant
+from tlbench.models import Variant, build_model, make_variant, require_image
 from tlbench.tokenlearner import TokenLearner
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -139,6 +139,7 @@ def load_model(source: MapsSource) -> nn.Module:
     """Build the variant and load the checkpoint's weights into it (every key must fit)."""
     if source.variant.is_baseline or source.variant.method != "tokenlearner":
         raise ConfigError(f"{source.variant.name} has no TokenLearner: maps need a TokenLearner variant")
+    require_image(source.variant.model, "maps", source.img_size)
     path = source.checkpoint
     if not path.is_file():
         raise ConfigError(f"checkpoint file not found: {path}")

@@ -45,7 +45,7 @@ from tlbench.fewshot import (
     support_union,
 )
 from tlbench.flops import analytic_flops
-from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info
+from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info, require_image
 from tlbench.throughput import resolve_device
 
 
@@ -205,6 +205,7 @@ def run_probe_variant(
         ProbeResult with one record per (stage, dataset, shots, seed); stage "init" is the probe
         before adaptation (with distill: the reducer off the shelf), "trained" after it.
     """
+    require_image(variant.model, "training and the few-shot probe", img_size)
     q = quality or QualityConfig()
     say = status or (lambda text: None)
     seeds = list(range(q.seeds)) if isinstance(q.seeds, int) else list(q.seeds)
