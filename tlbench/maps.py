@@ -112,16 +112,21 @@ def from_run(run_dir: str | Path, variant_name: str, model: str | None = None) -
             records.setdefault(r["name"], r)
     if variant_name not in records:
         raise ConfigError(f"no variant {variant_name!r} in {run}; it has {', '.join(records) or 'none'}")
-    r = records[variant_name]
+    return _source(run, meta, records[variant_name])
+
+
+def _source(run: Path, meta: dict, r: dict) -> MapsSource:
+    """The checkpoint of the manifest's variant record `r` (ConfigError if it has none)."""
     params = tuple(tuple(p) for p in r.get("params", ()))
     variant = Variant(r["model"], r["position"], r["block_index"], r["num_tokens"], r.get("version", "1.1"),
                       r.get("fuser", False), r.get("method", "tokenlearner"), params)  # fmt: skip
+    name = variant.name
     if variant.is_baseline or variant.method != "tokenlearner":
-        raise ConfigError(f"{variant_name} has no TokenLearner: maps need a TokenLearner variant")
-    found = sorted((run / "checkpoints").glob(f"{variant.model}-{variant_name}-*.pt"))
+        raise ConfigError(f"{name} has no TokenLearner: maps need a TokenLearner variant")
+    found = sorted((run / "checkpoints").glob(f"{variant.model}-{name}-*.pt"))
     found = [p for p in found if not p.name.endswith(".partial.pt")]
     if not found:
-        raise ConfigError(f"no training checkpoint for {variant_name} under {run / 'checkpoints'} "
+        raise ConfigError(f"no training checkpoint for {name} under {run / 'checkpoints'} "
                           "(the quality stage writes them; a compute-only run has none)")  # fmt: skip
     return MapsSource(found[0], variant, meta.get("config", {}).get("model", {}).get("img_size"))
 
@@ -265,15 +270,17 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
         return []
     out = Path(out_dir) if out_dir is not None else run / "figures"
     several = len({r["model"] for r in meta.get("variants", [])}) > 1
-    imgs = builtin_images("digits", mass_count)
+    imgs = None  # loaded once, and only if some variant has a checkpoint
     rows, paths = [], []
     for r in meta.get("variants", []):
         if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
             continue
         try:
-            source = from_run(run, r["name"], r["model"])
+            source = _source(run, meta, r)
         except ConfigError:  # no finished checkpoint
             continue
+        if imgs is None:
+            imgs = builtin_images("digits", mass_count)
         maps = token_maps(load_model(source), imgs)
         v = source.variant
         label = f"{v.model}-{v.name}" if several else v.name
