@@ -37,23 +37,15 @@ STAGE_RUNNERS = {"compute": _compute, "quality": _quality}
 
 
 class ShardBook(Book):
-    """A Book that writes each unit's outcome to its shard: jobs never touch rows.jsonl."""
+    """A Book that writes each unit's outcome to its shard: jobs never touch rows.jsonl. Its log
+    files name the model (several=True): jobs of several models share the run's logs/."""
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(run_dir, _print_status)
+        super().__init__(run_dir, _print_status, several=True)
 
-    def done(self, v: Variant, stage: str, rows: list[dict[str, Any]]) -> None:
-        shards.write_shard(self.run_dir, v.model, v.name, stage, "done", rows, rows=len(rows))
-
-    def skip(self, v: Variant, stage: str, reason: str) -> None:
-        shards.write_shard(self.run_dir, v.model, v.name, stage, "skipped", reason=reason)
-
-    def fail(self, vs: Sequence[Variant], stage: str, failure: Failure) -> None:
-        for v in vs:
-            log = files.inside(self.run_dir, "logs", f"{stage}-{v.model.replace('/', '_')}-{v.name}.log")
-            files.write_text(log, failure.traceback or failure.line() + "\n")
-            shards.write_shard(self.run_dir, v.model, v.name, stage, "failed", error=failure.error,
-                               reason=failure.line(), log=log.relative_to(self.run_dir).as_posix())  # fmt: skip
+    def record(self, v: Variant, stage: str, status: str, table: list[dict[str, Any]] | None = None,
+               /, **info: Any) -> None:  # fmt: skip
+        shards.write_shard(self.run_dir, v.model, v.name, stage, status, table, **info)
 
 
 def _print_status(event: str, **info: Any) -> None:

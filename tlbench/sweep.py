@@ -194,13 +194,19 @@ class Book:
         self.skipped: list[str] = []
         self.failed: list[str] = []
 
+    def record(self, v: Variant, stage: str, status: str, table: list[dict[str, Any]] | None = None,
+               /, **info: Any) -> None:  # fmt: skip
+        """Where a unit's outcome goes: its rows, then its ledger line (a job's book: its shard)."""
+        if table:
+            results.append_rows(self.run_dir, table)
+        results.record_unit(self.run_dir, v.model, v.name, stage, status, **info)
+
     def done(self, v: Variant, stage: str, rows: list[dict[str, Any]]) -> None:
-        results.append_rows(self.run_dir, rows)
-        results.record_unit(self.run_dir, v.model, v.name, stage, "done", rows=len(rows))
+        self.record(v, stage, "done", rows, rows=len(rows))
         self.emit("unit", advance=1, stage=stage, variant=v.name)
 
     def skip(self, v: Variant, stage: str, reason: str) -> None:
-        results.record_unit(self.run_dir, v.model, v.name, stage, "skipped", reason=reason)
+        self.record(v, stage, "skipped", reason=reason)
         self.skipped.append(f"{stage} {self.label(v)}: {reason}")
         self.emit("skip", stage=stage, variant=v.name, reason=reason)
         self.emit("unit", advance=1, stage=stage, variant=v.name)
@@ -209,8 +215,8 @@ class Book:
         for v in vs:
             log = files.inside(self.run_dir, "logs", f"{stage}-{self.label(v, '-')}.log")
             files.write_text(log, failure.traceback or failure.line() + "\n")
-            results.record_unit(self.run_dir, v.model, v.name, stage, "failed", error=failure.error,
-                                reason=failure.line(), log=log.relative_to(self.run_dir).as_posix())  # fmt: skip
+            self.record(v, stage, "failed", error=failure.error, reason=failure.line(),
+                        log=log.relative_to(self.run_dir).as_posix())  # fmt: skip
             self.failed.append(f"{stage} {self.label(v)}: {failure.line()} (traceback: {log})")
             self.emit("fail", stage=stage, variant=v.name, reason=failure.line())
             self.emit("unit", advance=1, stage=stage, variant=v.name)
