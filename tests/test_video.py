@@ -171,9 +171,19 @@ def test_cli_flops_on_video_with_frames() -> None:
 SWEEP = ["sweep", "--model", "vivit_cpu", "--positions", "0.5", "--tokens", "8"]
 
 
-def test_sweep_on_video_refuses_speed_and_quality(tmp_path) -> None:
-    refused = runner.invoke(app, [*SWEEP, "--out", str(tmp_path)])
-    assert refused.exit_code == 2 and "only the compute stage" in refused.output
+def test_sweep_on_video_with_image_data_is_one_line(tmp_path) -> None:
+    refused = runner.invoke(app, [*SWEEP, "--out", str(tmp_path)])  # the default data: mnist images
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.strip() == ("error: mnist holds images, but vivit_cpu is a video model: "
+                                      "give it clips (moving_mnist)")  # fmt: skip
+    assert not any(tmp_path.iterdir())
+
+
+def test_image_model_with_clips_is_one_line(tmp_path) -> None:
+    args = ["sweep", "--set", "quality.probe_data=['moving_mnist']", "--out", str(tmp_path)]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "moving_mnist holds video clips, but vit_cpu6 is an image model" in refused.output
     assert not any(tmp_path.iterdir())
 
 
@@ -190,8 +200,6 @@ def test_sweep_on_video_runs_the_compute_stage(tmp_path) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["bench", "-m", "vivit_cpu", "--positions", "0.5", "--tokens", "8"],
-        ["probe", "-m", "vivit_cpu", "--position", "0.5", "--tokens", "8", "--steps", "0"],
         ["maps", "-m", "vivit_cpu", "--checkpoint", "x.pt", "--position", "0.5"],
     ],
 )

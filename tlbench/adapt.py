@@ -56,9 +56,12 @@ class TrainResult:
     loaded: bool
 
 
-def input_shape(model: nn.Module) -> tuple[int, int]:
-    """(img_size, in_chans) of a timm ViT."""
-    return int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels)
+def batch_args(model: nn.Module) -> dict[str, Any]:
+    """What iter_batches needs to shape data for a timm ViT: img_size, in_chans, and the frames
+    of a video model's clips (None for an image model)."""
+    pe = model.patch_embed
+    return {"img_size": int(pe.img_size[0]), "in_chans": int(pe.proj.in_channels),
+            "frames": getattr(pe, "num_frames", None)}  # fmt: skip
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -83,9 +86,12 @@ def lr_factor(step: int, steps: int, warmup_frac: float) -> float:
 
 
 def random_shift(x: torch.Tensor, max_px: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image [B, C, H, W] by its own integer (dy, dx) in [-max_px, max_px], zero fill."""
+    """Shift each image [B, C, H, W] by its own integer (dy, dx) in [-max_px, max_px], zero fill.
+    A clip [B, C, F, H, W] moves as a whole: every frame by its clip's (dy, dx)."""
     if max_px <= 0:
         return x
+    if x.ndim == 5:
+        return random_shift(x.flatten(1, 2), max_px, generator).view_as(x)
     b, c, h, w = x.shape
     padded = F.pad(x, (max_px,) * 4)  # [B, C, H + 2m, W + 2m]
     off = torch.randint(0, 2 * max_px + 1, (2, b), generator=generator).to(x.device)
@@ -218,7 +224,7 @@ def train(
     if steps <= 0:
         return TrainResult(0, math.nan, 0.0, math.nan, False)
 
-    img_size, in_chans = input_shape(model)
+    shape = batch_args(model)
     torch.manual_seed(seed)
     shift_gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
@@ -236,13 +242,11 @@ def train(
             torch.set_rng_state(state["torch_rng"])
             losses, done, spent = list(state["losses"]), int(state["step"]), float(state["seconds"])
     order = _index_stream(len(data), steps * batch_size, seed)[done * batch_size :]
-    batches = iter_batches(
-        data, order, batch_size, img_size=img_size, in_chans=in_chans, num_workers=num_workers
-    )
+    batches = iter_batches(data, order, batch_size, **shape, num_workers=num_workers)
     model.train()
     start = last_save = time.perf_counter()
     for step, (x, y) in enumerate(batches, start=done):
-        x = random_shift(x.to(device, non_blocking=True), round(img_size / 16), shift_gen)
+        x = random_shift(x.to(device, non_blocking=True), round(shape["img_size"] / 16), shift_gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             if teacher is None:
                 loss = F.cross_entropy(model(normalize(x)), y.to(device))
@@ -358,10 +362,9 @@ def measure_step_seconds(
     device = torch.device(device)
     was_training = model.training
     probe = model.to(device).train()
-    img_size, in_chans = input_shape(probe)
     opt = torch.optim.AdamW(probe.parameters(), lr=0.0)  # lr 0: a real step that changes nothing
     idx = np.arange(batch_size) % len(data)
-    x, y = next(iter_batches(data, idx, batch_size, img_size=img_size, in_chans=in_chans))
+    x, y = next(iter_batches(data, idx, batch_size, **batch_args(probe)))
     x, y = x.to(device), y.to(device) % _num_outputs(probe)
 
     def timed() -> float:

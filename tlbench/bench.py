@@ -82,9 +82,9 @@ def bench_variants(
     resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
     check_counts(rounds=rounds, iters=iters, warmup=warmup)
     from tlbench.flops import count_flops
-    from tlbench.models import build_sharing, make_variants, require_image
+    from tlbench.models import build_sharing, make_variants
+    from tlbench.throughput import input_size_of
 
-    require_image(model, "timing", img_size)
     report = progress or (lambda _msg: None)
     positions = list(DEFAULT_POSITIONS if positions is None else positions)
     variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size,
@@ -97,7 +97,7 @@ def bench_variants(
         gflops[name] = count_flops(m).gflops  # on the eager model, before any compile
     base = models["baseline"]
 
-    size = (base.patch_embed.proj.in_channels, *base.patch_embed.img_size)
+    size = input_size_of(base)
     timings = time_interleaved(
         models,
         input_size=size,

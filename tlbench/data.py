@@ -35,6 +35,7 @@ from tlbench.errors import DataError
 from tlbench.images import _load_image, _pil_transform
 
 BUILTIN = ("mnist", "digits")
+VIDEO_BUILTIN = ("moving_mnist",)  # clips generated from the mnist digits (tlbench/clips.py)
 # torchvision name -> (class, kwargs for the train split, kwargs for the test split)
 TORCHVISION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "cifar10": ("CIFAR10", {"train": True}, {"train": False}),
@@ -49,6 +50,7 @@ TORCHVISION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "fgvc_aircraft": ("FGVCAircraft", {"split": "trainval"}, {"split": "test"}),
     "stanford_cars": ("StanfordCars", {"split": "train"}, {"split": "test"}),
 }
+MNIST_TEST_PER_CLASS = 100  # mnist's 1,000 held-out digits (moving_mnist's test clips use them too)
 FRAME = 32  # built-in digits live in a 32 px frame (MNIST 28 padded by 2), resized per batch
 FOLDER_TEST_FRACTION = 0.2  # a folder without train/test subfolders is split 80/20 per class
 
@@ -61,11 +63,17 @@ class ImageSet:
     split: str  # "train" | "test"
     labels: np.ndarray  # [N] int64
     classes: tuple[str, ...]
-    images: torch.Tensor | None = None  # [N, C, h, w] float in [0, 1]
-    dataset: Dataset | None = None  # item -> (image [C, H, W] float in [0, 1], label)
+    images: torch.Tensor | None = None  # [N, C, h, w] float in [0, 1]; clips: [N, C, F, h, w]
+    dataset: Dataset | None = None  # item -> (image [C, H, W] float in [0, 1], label); clips [C, F, H, W]
+    frames: int | None = None  # video: frames per clip; None: images
+    boxes: np.ndarray | None = None  # moving_mnist: the digit's box per frame [N, F, 4] (y0, x0, y1, x1)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames is not None
 
     @property
     def num_classes(self) -> int:
@@ -73,23 +81,31 @@ class ImageSet:
 
 
 def parse_spec(spec: str) -> tuple[str, Path | None]:
-    """'mnist' | 'digits' | 'folder:PATH' | PATH | 'cifar10[:ROOT]' -> (kind, root)."""
+    """'mnist' | 'digits' | 'moving_mnist[:OPTIONS]' | 'folder:PATH' | PATH | 'cifar10[:ROOT]'
+    -> (kind, root)."""
     text = str(spec).strip()
     if text in BUILTIN:
         return text, None
     name, sep, rest = text.partition(":")
+    if name in VIDEO_BUILTIN:
+        return name, None
     if sep and name == "folder":
         return "folder", Path(rest)
     if name in TORCHVISION:
         return name, Path(rest if sep and rest else "data")
     if "/" in text or "\\" in text or text.startswith(".") or Path(text).exists():
         return "folder", Path(text)
-    known = [*BUILTIN, *TORCHVISION]
+    known = [*BUILTIN, *VIDEO_BUILTIN, *TORCHVISION]
     close = difflib.get_close_matches(name, known, n=2)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise DataError(
         f"unknown dataset {text!r}; {hint}use one of {', '.join(known)}, or folder:PATH for an ImageFolder"
     )
+
+
+def is_video_spec(spec: str) -> bool:
+    """Whether a spec names clips (for video models) rather than images."""
+    return parse_spec(spec)[0] in VIDEO_BUILTIN
 
 
 def load_splits(
@@ -99,7 +115,9 @@ def load_splits(
     check_spec(spec, download=download)
     kind, root = parse_spec(spec)
     if kind == "mnist":
-        return _builtin(spec, *_mnist(), test_per_class=100)
+        return _builtin(spec, *_mnist(), test_per_class=MNIST_TEST_PER_CLASS)
+    if kind == "moving_mnist":
+        return _moving_mnist(spec)
     if kind == "digits":
         return _builtin(spec, *_digits(), test_per_class=None)
     if kind == "folder":
@@ -169,6 +187,18 @@ def _builtin(
     )
 
 
+def _moving_mnist(spec: str) -> tuple[ImageSet, ImageSet]:
+    from tlbench import clips
+
+    opts = clips.parse_options(spec)
+    classes = tuple(str(c) for c in range(10))
+    out = []
+    for split in ("train", "test"):
+        x, labels, boxes = clips.generate(opts, split)
+        out.append(ImageSet(spec, split, labels, classes, images=x, frames=opts.frames, boxes=boxes))
+    return out[0], out[1]
+
+
 def check_spec(spec: str, *, download: bool = False) -> None:
     """DataError now, before a sweep starts work, for what is instant to check.
 
@@ -178,6 +208,11 @@ def check_spec(spec: str, *, download: bool = False) -> None:
     """
     kind, root = parse_spec(spec)
     if kind in BUILTIN:
+        return
+    if kind == "moving_mnist":
+        from tlbench.clips import parse_options
+
+        parse_options(spec)
         return
     assert root is not None
     if kind == "folder":
@@ -295,8 +330,19 @@ def _lazy(spec: str, split: str, ds: Dataset, labels: Any, classes: Any) -> Imag
     return ImageSet(spec, split, labels, tuple(str(c) for c in classes), dataset=ds)
 
 
-def fit_images(x: torch.Tensor, img_size: int, in_chans: int) -> torch.Tensor:
-    """[B, C, h, w] -> [B, in_chans, img_size, img_size]: bilinear resize, replicate/average channels."""
+def fit_images(x: torch.Tensor, img_size: int, in_chans: int, frames: int | None = None) -> torch.Tensor:
+    """[B, C, h, w] -> [B, in_chans, img_size, img_size]: bilinear resize, replicate/average channels.
+
+    Clips [B, C, F, h, w] -> [B, in_chans, frames, img_size, img_size]: each frame as an image,
+    and F frames -> `frames` by sampling evenly spaced ones (as a video loader strides a clip).
+    """
+    if x.ndim == 5:
+        b, c, f = x.shape[:3]
+        if frames is not None and frames != f:
+            x = x[:, :, torch.linspace(0, f - 1, frames).round().long()]
+            f = frames
+        x = fit_images(x.transpose(1, 2).flatten(0, 1), img_size, in_chans)  # [B*F, C', H, W]
+        return x.unflatten(0, (b, f)).transpose(1, 2).contiguous()
     if x.shape[-2:] != (img_size, img_size):
         x = F.interpolate(
             x,
@@ -322,9 +368,11 @@ def iter_batches(
     *,
     img_size: int,
     in_chans: int,
+    frames: int | None = None,
     num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (images [B, in_chans, img_size, img_size] in [0, 1], labels [B]) in `indices` order.
+    """Yield (images [B, in_chans, img_size, img_size] in [0, 1], labels [B]) in `indices` order;
+    a video set yields clips [B, in_chans, frames, img_size, img_size].
 
     A bad image raises a one-line DataError, also from a DataLoader worker.
     """
@@ -332,7 +380,7 @@ def iter_batches(
     if data.images is not None:
         for i in range(0, len(indices), batch_size):
             idx = torch.as_tensor(indices[i : i + batch_size])
-            yield fit_images(data.images[idx], img_size, in_chans), labels[idx]
+            yield fit_images(data.images[idx], img_size, in_chans, frames), labels[idx]
         return
     assert data.dataset is not None
     loader = DataLoader(
@@ -344,7 +392,7 @@ def iter_batches(
     batches = iter(loader)
     try:
         for x, y in batches:
-            yield fit_images(x, img_size, in_chans), y
+            yield fit_images(x, img_size, in_chans, frames), y
         return
     except DataError as e:
         message = _worker_message(e)

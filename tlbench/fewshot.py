@@ -199,6 +199,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     img_size: int,
     in_chans: int,
+    frames: int | None = None,
 ) -> np.ndarray:
     """Pre-logits features [len(indices), D] float32 of the frozen model (eval mode, no autocast)."""
     from tlbench.models import pre_logits
@@ -207,7 +208,8 @@ def extract_features(
     model.eval()
     idx = np.arange(len(data)) if indices is None else np.asarray(indices)
     out = []
-    for x, _ in iter_batches(data, idx, batch_size, img_size=img_size, in_chans=in_chans):
+    for x, _ in iter_batches(data, idx, batch_size, img_size=img_size, in_chans=in_chans,
+                                 frames=frames):  # fmt: skip
         feats = pre_logits(model, normalize(x.to(device, non_blocking=True)))
         out.append(feats.float().cpu().numpy())
     model.train(was_training)

@@ -29,14 +29,14 @@ from tlbench.adapt import (
     check_budget,
     flops_floor_seconds,
     format_seconds,
-    input_shape,
+    batch_args,
     is_finished,
     measure_step_seconds,
     train,
 )
 from tlbench.config import QualityConfig
-from tlbench.data import ImageSet, iter_batches, load_splits, normalize, parse_spec
-from tlbench.errors import ConfigError
+from tlbench.data import ImageSet, is_video_spec, iter_batches, load_splits, normalize, parse_spec
+from tlbench.errors import ConfigError, DataError
 from tlbench.fewshot import (
     FewShotRecord,
     check_shots,
@@ -45,7 +45,7 @@ from tlbench.fewshot import (
     support_union,
 )
 from tlbench.flops import analytic_flops
-from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info, require_image
+from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info
 from tlbench.throughput import resolve_device
 
 
@@ -92,16 +92,10 @@ def probe_features(
     batch_size: int = 256,
 ) -> list[FewShotRecord]:
     """FewShotRecords of `model` on each (train, test) pair; features are extracted once per split."""
-    img_size, in_chans = input_shape(model)
     out = []
     for tr, te in probes:
         rows = support_union(tr.labels, shots, seeds)
-        kw = {
-            "batch_size": batch_size,
-            "device": device,
-            "img_size": img_size,
-            "in_chans": in_chans,
-        }
+        kw = {"batch_size": batch_size, "device": device, **batch_args(model)}
         ftr = extract_features(model, tr, rows, **kw)  # [M, D]
         fte = extract_features(model, te, **kw)  # [T, D]
         out += fewshot_grid(
@@ -205,7 +199,6 @@ def run_probe_variant(
         ProbeResult with one record per (stage, dataset, shots, seed); stage "init" is the probe
         before adaptation (with distill: the reducer off the shelf), "trained" after it.
     """
-    require_image(variant.model, "training and the few-shot probe", img_size)
     q = quality or QualityConfig()
     say = status or (lambda text: None)
     seeds = list(range(q.seeds)) if isinstance(q.seeds, int) else list(q.seeds)
@@ -216,6 +209,7 @@ def run_probe_variant(
     if q.l2_reg != "cv" and (isinstance(q.l2_reg, str) or not 0 < q.l2_reg < float("inf")):
         raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {q.l2_reg!r}")
     parse_spec(q.train_data)  # an unknown name fails now, even when steps == 0
+    check_data_fits(variant.model, [q.train_data, *q.probe_data] if steps else q.probe_data, img_size)
     device = str(resolve_device(q.device))
     info = model_info(variant.model, img_size)
     init = backbone_init(checkpoint_path, pretrained)
@@ -310,6 +304,18 @@ def run_probe_variant(
     return ProbeResult(variant, records, result, float(estimate), float(todo * step_s), agreement)
 
 
+def check_data_fits(model: str, specs: Sequence[str], img_size: int | None = None) -> None:
+    """DataError in one line when a dataset holds images for a video model, or clips for an image one."""
+    info = model_info(model, img_size)
+    video = info.time_steps > 1
+    for spec in specs:
+        if is_video_spec(spec) != video:
+            want = "clips (moving_mnist)" if video else "images (mnist, digits, folder:PATH, cifar10, ...)"
+            kind = "video clips" if not video else "images"
+            raise DataError(f"{spec} holds {kind}, but {info.name} is {'a video' if video else 'an image'} "
+                            f"model: give it {want}")  # fmt: skip
+
+
 def adapt_steps(quality: QualityConfig, variant: Variant) -> int:
     """Training steps of a variant under quality.adapt: a reducer inserted off the shelf gets none."""
     if variant.is_baseline or quality.adapt == "scratch":
@@ -340,10 +346,9 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, data: ImageSet, de
 
     student.to(device).eval()
     teacher.to(device).eval()
-    img_size, in_chans = input_shape(student)
     same = cos = 0.0
     idx = np.arange(len(data))
-    for x, _ in iter_batches(data, idx, batch_size, img_size=img_size, in_chans=in_chans):
+    for x, _ in iter_batches(data, idx, batch_size, **batch_args(student)):
         x = normalize(x.to(device))
         (s_pre, s_logits), (t_pre, t_logits) = outputs(student, x), outputs(teacher, x)
         same += (s_logits.argmax(-1) == t_logits.argmax(-1)).sum().item()

@@ -61,21 +61,11 @@ def by_model(config: SweepConfig) -> list[tuple[SweepConfig, list[Variant]]]:
                                       version=g.version, fuser=g.fuser, img_size=m.img_size,
                                       method=method, params=params)  # fmt: skip
         resolved = variants[0].model if variants else name
-        _compute_only_for_video(config, resolved)
         if resolved in seen:
             raise ConfigError(f"model.names: {seen[resolved]} and {name} are the same model ({resolved})")
         seen[resolved] = name
         out.append((dataclasses.replace(config, model=m), variants))
     return out
-
-
-def _compute_only_for_video(config: SweepConfig, model: str) -> None:
-    """Video models have the compute stage only so far (no clip data, timing input or probe)."""
-    from tlbench.models import model_info
-
-    if model_info(model, config.model.img_size).time_steps > 1 and (config.speed.enabled or config.quality.enabled):
-        raise ConfigError(f"{model} is a video model: only the compute stage runs on video so far; "
-                          "--set speed.enabled=false --set quality.enabled=false")  # fmt: skip
 
 
 def stored_config(run_dir: str | Path) -> SweepConfig:
@@ -151,8 +141,13 @@ def check_inputs(config: SweepConfig) -> None:
         check_executor(config.executor)
     q = config.quality
     if q.enabled:
-        for spec in ([q.train_data] if q.steps else []) + list(q.probe_data):
+        specs = ([q.train_data] if q.steps else []) + list(q.probe_data)
+        for spec in specs:
             check_spec(spec)
+        from tlbench.quality import check_data_fits
+
+        for name in config.model.models:
+            check_data_fits(name, specs, config.model.img_size)
         if q.adapt != "scratch" and q.steps and not config.grid.baseline:
             raise ConfigError(f"quality.adapt = {q.adapt} inserts every reducer into the trained baseline: "
                               "set grid.baseline = true (or quality.steps = 0 with model.pretrained)")

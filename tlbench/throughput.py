@@ -232,19 +232,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def input_size_of(model: nn.Module) -> tuple[int, int, int]:
-    """(C, H, W) a timm ViT expects, from its patch embedding."""
+def input_size_of(model: nn.Module) -> tuple[int, ...]:
+    """(C, H, W) a timm ViT expects, from its patch embedding; (C, F, H, W) for a video ViT."""
     pe = getattr(model, "patch_embed", None)
     if pe is None:
         raise ConfigError("cannot infer the input size of this model; pass input_size=(C, H, W)")
     h, w = pe.img_size
-    return (pe.proj.in_channels, h, w)
+    frames = getattr(pe, "num_frames", None)
+    return (pe.proj.in_channels, *([frames] if frames else []), h, w)
 
 
 def time_interleaved(
     models: Mapping[str, nn.Module],
     *,
-    input_size: tuple[int, int, int] | None = None,
+    input_size: tuple[int, ...] | None = None,
     batch_size: int | str = "auto",
     device: str = "auto",
     dtype: str = "float32",
@@ -328,7 +329,7 @@ def time_interleaved(
             report(f"searching batch size from {sched.batch_size}")
             batch = find_batch_size(run_all, sched.batch_size)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, *size, generator=gen).to(dev)  # [B, C, H, W], never zeros
+        x = torch.randn(batch, *size, generator=gen).to(dev)  # [B, C, (F,) H, W], never zeros
         report("checking attention kernels")  # one profiled pass each, eager, before any timing
         kernels = {name: kernel_label(attention_kernels(m, x)) for name, m in models.items()}
         if compile:  # one recompile per variant of the shared forward code; keep all of them
