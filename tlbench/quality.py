@@ -26,10 +26,10 @@ from torch import nn
 from tlbench.adapt import (
     ProgressFn,
     TrainResult,
+    batch_args,
     check_budget,
     flops_floor_seconds,
     format_seconds,
-    batch_args,
     is_finished,
     measure_step_seconds,
     train,
