@@ -254,10 +254,16 @@ def maps(
         if images is not None:
             from tlbench.models import model_info
 
-            imgs = lib.folder_images(images, model_info(source.variant.model, source.img_size).img_size[0], count)
+            info = model_info(source.variant.model, source.img_size)
+            if info.time_steps > 1:
+                raise ConfigError("--images is for image models; a video model's maps are drawn on Moving MNIST clips")
+            imgs = lib.folder_images(images, info.img_size[0], count)
         paths, mass = lib.render_maps(source, imgs, out, threshold, count)
     console.print(f"maps of {source.variant.model} {source.variant.name} from {source.checkpoint}", soft_wrap=True)
-    if mass is not None:
+    if mass is not None and "tracking_best" in mass:
+        console.print(f"tracking score (map mass in the digit's box over the box's area share; 1.0 = uniform): "
+                      f"best token {mass['tracking_best']:.2f}, mean {mass['tracking_mean']:.2f}", soft_wrap=True)
+    elif mass is not None:
         console.print(f"digit mass: the tokens put {mass['mass_on_digit']:.1%} of their weight on digit pixels, "
                       f"which cover {mass['area_of_digit']:.1%} of the image ({mass['ratio']:.2f}x; "
                       f"{mass['tokens_above_area']:.0%} of tokens above the area share)", soft_wrap=True)  # fmt: skip

@@ -330,6 +330,11 @@ def _lazy(spec: str, split: str, ds: Dataset, labels: Any, classes: Any) -> Imag
     return ImageSet(spec, split, labels, tuple(str(c) for c in classes), dataset=ds)
 
 
+def frame_indices(have: int, want: int) -> torch.Tensor:
+    """`want` evenly spaced frame indices of a clip of `have` frames (repeats when want > have)."""
+    return torch.linspace(0, have - 1, want).round().long()
+
+
 def fit_images(x: torch.Tensor, img_size: int, in_chans: int, frames: int | None = None) -> torch.Tensor:
     """[B, C, h, w] -> [B, in_chans, img_size, img_size]: bilinear resize, replicate/average channels.
 
@@ -339,7 +344,7 @@ def fit_images(x: torch.Tensor, img_size: int, in_chans: int, frames: int | None
     if x.ndim == 5:
         b, c, f = x.shape[:3]
         if frames is not None and frames != f:
-            x = x[:, :, torch.linspace(0, f - 1, frames).round().long()]
+            x = x[:, :, frame_indices(f, frames)]
             f = frames
         x = fit_images(x.transpose(1, 2).flatten(0, 1), img_size, in_chans)  # [B*F, C', H, W]
         return x.unflatten(0, (b, f)).transpose(1, 2).contiguous()

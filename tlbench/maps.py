@@ -18,7 +18,7 @@ from torch import nn
 
 from tlbench.data import fit_images, normalize
 from tlbench.errors import ConfigError, DataError
-from tlbench.models import Variant, build_model, make_variant, require_image
+from tlbench.models import Variant, build_model, make_variant
 from tlbench.tokenlearner import TokenLearner
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -37,25 +37,29 @@ def find_tokenlearner(model: nn.Module) -> TokenLearner:
 
 @torch.no_grad()
 def token_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Images [B, C, H, W] in [0, 1] -> each learned token's weights over the patch grid [B, S, h, w].
+    """Images [B, C, H, W] in [0, 1] -> each learned token's weights over the patch grid [B, S, h, w];
+    clips [B, C, F, H, W] on a video model -> [B, T, S, h, w], the maps of each time step.
 
-    The images are fitted to the model's input (size, channels) and normalised as in training.
+    The images are fitted to the model's input (size, channels, frames) and normalised as in training.
     """
+    from tlbench.adapt import batch_args
+
     tl = find_tokenlearner(model)
     captured: list[torch.Tensor] = []
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         captured.append(module.attention(inputs[0]).detach())  # [B, S, N]; pure, so recomputed
 
-    size, in_chans = model.patch_embed.img_size[0], model.patch_embed.proj.in_channels
-    x = normalize(fit_images(images.float(), size, in_chans))
+    x = normalize(fit_images(images.float(), **batch_args(model)))
     handle = tl.register_forward_hook(hook)
     try:
         model.eval()(x.to(next(model.parameters()).device))
     finally:
         handle.remove()
     h, w = model.patch_embed.grid_size
-    weights = captured[0].cpu()
+    weights = captured[0].cpu()  # [B, S, N]; per time step on video: [B*T, S, N]
+    if x.ndim == 5:
+        return weights.reshape(len(x), -1, weights.shape[1], h, w)  # [B, T, S, h, w]
     return weights.reshape(weights.shape[0], weights.shape[1], h, w)  # [B, S, h, w]
 
 
@@ -144,7 +148,6 @@ def load_model(source: MapsSource) -> nn.Module:
     """Build the variant and load the checkpoint's weights into it (every key must fit)."""
     if source.variant.is_baseline or source.variant.method != "tokenlearner":
         raise ConfigError(f"{source.variant.name} has no TokenLearner: maps need a TokenLearner variant")
-    require_image(source.variant.model, "maps", source.img_size)
     path = source.checkpoint
     if not path.is_file():
         raise ConfigError(f"checkpoint file not found: {path}")
@@ -239,13 +242,29 @@ def plot_maps(images: torch.Tensor, maps: torch.Tensor, out_stem: str | Path, ti
 
 def render_maps(source: MapsSource, images: torch.Tensor | None = None, out_stem: str | Path = "maps",
                 threshold: float = 0.5, count: int = 4) -> tuple[list[Path], dict[str, float] | None]:  # fmt: skip
-    """Load, map, plot: the figure's paths and, for the built-in digits, digit_mass."""
+    """Load, map, plot: the figure's paths and, for the built-in digits, digit_mass. A video
+    model's maps are drawn over time on `count` Moving MNIST test clips, with the tokens'
+    tracking scores (over 10 test clips of each digit) in place of the digit mass."""
     model = load_model(source)
+    v = source.variant
+    kind = "softmax" if v.version == "1.1" else "sigmoid"
+    if getattr(model.patch_embed, "time_steps", 1) > 1:
+        if images is not None:
+            raise ConfigError("--images is for image models; a video model's maps are drawn on Moving MNIST clips")
+        from tlbench.tracking import builtin_clips, clip_tracking, plot_maps_over_time
+
+        clips, boxes, labels = builtin_clips("moving_mnist", 10, per_class=10)
+        maps, masks, scores = clip_tracking(model, clips, boxes)
+        per_token = scores.mean((0, 1)).numpy()
+        show = [c * 10 for c in range(min(count, 10))]
+        paths = plot_maps_over_time(clips[show], masks[show], maps[show], per_token, out_stem,
+                                    f"{v.model} {v.name} (TokenLearner v{v.version}, {kind} maps per time step)",
+                                    labels[show])  # fmt: skip
+        return paths, {"tracking_best": float(per_token.max()), "tracking_mean": float(per_token.mean())}
     digits = images is None
     imgs = builtin_images("digits", count) if digits else images
     maps = token_maps(model, imgs)
-    v = source.variant
-    title = f"{v.model} {v.name} (TokenLearner v{v.version}, {'softmax' if v.version == '1.1' else 'sigmoid'} maps)"
+    title = f"{v.model} {v.name} (TokenLearner v{v.version}, {kind} maps)"
     paths = plot_maps(imgs, maps, out_stem, title)
     return paths, digit_mass(imgs, maps, threshold) if digits else None
 
@@ -262,13 +281,18 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
     """
     import pandas as pd
 
-    from tlbench.data import BUILTIN
+    from tlbench.data import BUILTIN, parse_spec
 
     run = Path(run_dir)
     meta = _manifest(run)
-    if meta.get("config", {}).get("quality", {}).get("train_data") not in BUILTIN:
-        return []
     out = Path(out_dir) if out_dir is not None else run / "figures"
+    train_data = meta.get("config", {}).get("quality", {}).get("train_data", "")
+    if parse_spec(train_data)[0] == "moving_mnist":  # video: maps over time and tracking scores
+        from tlbench.tracking import run_video_maps
+
+        return run_video_maps(run, meta, out, train_data)
+    if train_data not in BUILTIN:
+        return []
     several = len({r["model"] for r in meta.get("variants", [])}) > 1
     imgs = None  # loaded once, and only if some variant has a checkpoint
     rows, paths = [], []
