@@ -53,11 +53,15 @@ def parse_options(spec: str) -> MovingMNIST:
             raise DataError(f"{NAME} option {key} must be a number, got {text!r}") from None
     opts = MovingMNIST(**values)  # type: ignore[arg-type]
     if opts.frames < 1 or opts.size < 8 or opts.speed < 0 or opts.seed < 0:
-        raise DataError(f"{NAME} needs frames >= 1, size >= 8, speed >= 0 and seed >= 0, got {rest}")
+        raise DataError(
+            f"{NAME} needs frames >= 1, size >= 8, speed >= 0 and seed >= 0, got {rest}"
+        )
     return opts
 
 
-def trajectories(n: int, frames: int, room: int, speed: float, rng: np.random.Generator) -> np.ndarray:
+def trajectories(
+    n: int, frames: int, room: int, speed: float, rng: np.random.Generator
+) -> np.ndarray:
     """[n, frames, 2] integer (y, x) top-left corners in [0, room]: a straight line from a random
     start in a random direction, reflected at the edges (a bounce)."""
     start = rng.uniform(0, room, size=(n, 1, 2))

@@ -64,9 +64,9 @@ class ImageSet:
     labels: np.ndarray  # [N] int64
     classes: tuple[str, ...]
     images: torch.Tensor | None = None  # [N, C, h, w] float in [0, 1]; clips: [N, C, F, h, w]
-    dataset: Dataset | None = None  # item -> (image [C, H, W] float in [0, 1], label); clips [C, F, H, W]
+    dataset: Dataset | None = None  # item -> (image [C, H, W] | clip [C, F, H, W] in [0, 1], label)
     frames: int | None = None  # video: frames per clip; None: images
-    boxes: np.ndarray | None = None  # moving_mnist: the digit's box per frame [N, F, 4] (y0, x0, y1, x1)
+    boxes: np.ndarray | None = None  # moving_mnist: digit box per frame [N, F, 4] (y0, x0, y1, x1)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -195,7 +195,9 @@ def _moving_mnist(spec: str) -> tuple[ImageSet, ImageSet]:
     out = []
     for split in ("train", "test"):
         x, labels, boxes = clips.generate(opts, split)
-        out.append(ImageSet(spec, split, labels, classes, images=x, frames=opts.frames, boxes=boxes))
+        out.append(
+            ImageSet(spec, split, labels, classes, images=x, frames=opts.frames, boxes=boxes)
+        )
     return out[0], out[1]
 
 
@@ -330,7 +332,9 @@ def _lazy(spec: str, split: str, ds: Dataset, labels: Any, classes: Any) -> Imag
     return ImageSet(spec, split, labels, tuple(str(c) for c in classes), dataset=ds)
 
 
-def fit_images(x: torch.Tensor, img_size: int, in_chans: int, frames: int | None = None) -> torch.Tensor:
+def fit_images(
+    x: torch.Tensor, img_size: int, in_chans: int, frames: int | None = None
+) -> torch.Tensor:
     """[B, C, h, w] -> [B, in_chans, img_size, img_size]: bilinear resize, replicate/average channels.
 
     Clips [B, C, F, h, w] -> [B, in_chans, frames, img_size, img_size]: each frame as an image,
