@@ -175,7 +175,7 @@ def test_sweep_on_video_with_image_data_is_one_line(tmp_path) -> None:
     refused = runner.invoke(app, [*SWEEP, "--out", str(tmp_path)])  # the default data: mnist images
     assert refused.exit_code == 2, refused.output
     assert refused.output.strip() == ("error: mnist holds images, but vivit_cpu is a video model: "
-                                      "give it clips (moving_mnist)")  # fmt: skip
+                                      "give it clips (moving_mnist, videos:PATH)")  # fmt: skip
     assert not any(tmp_path.iterdir())
 
 
