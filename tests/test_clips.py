@@ -1,4 +1,4 @@
-"""Clips for video models: `videos:PATH`, a folder of users' clips."""
+"""Clips for video models: the moving_mnist generator and `videos:PATH`, a folder of users' clips."""
 
 from __future__ import annotations
 
@@ -13,7 +13,16 @@ from typer.testing import CliRunner
 
 from tlbench import clips
 from tlbench.cli import app
-from tlbench.data import check_spec, is_video_spec, iter_batches, load_splits, parse_spec
+from tlbench.data import (
+    MNIST_TEST_PER_CLASS,
+    _mnist,
+    check_spec,
+    is_video_spec,
+    iter_batches,
+    load_splits,
+    parse_spec,
+    stratified_split,
+)
 from tlbench.errors import DataError
 
 runner = CliRunner()
@@ -232,3 +241,61 @@ def test_corrupt_video_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         clips.read_clip(bad, 4, 8, gray=False)
     assert one_line(info).startswith(f"cannot read video {bad}: ")
+
+
+# ---- moving_mnist -----------------------------------------------------------------------------
+
+SMALL = clips.MovingMNIST(frames=3, size=16)
+
+
+def test_moving_mnist_is_deterministic_per_seed() -> None:
+    make = clips.generate.__wrapped__  # not the cache: generated twice
+    x, labels, boxes = make(SMALL, "test")
+    again, labels2, boxes2 = make(SMALL, "test")
+    assert torch.equal(x, again) and np.array_equal(labels, labels2)
+    assert np.array_equal(boxes, boxes2)
+    other = make(clips.MovingMNIST(frames=3, size=16, seed=1), "test")
+    assert np.array_equal(other[1], labels) and not np.array_equal(other[2], boxes)
+
+
+def test_moving_mnist_keeps_the_mnist_split() -> None:
+    labels = _mnist()[1]
+    train_idx, test_idx = stratified_split(labels, MNIST_TEST_PER_CLASS)
+    assert not set(train_idx) & set(test_idx)
+    train, test = load_splits("moving_mnist:frames=2,size=16")
+    assert (len(train), len(test)) == (4000, 1000)
+    assert np.array_equal(train.labels, labels[train_idx])
+    assert np.array_equal(test.labels, labels[test_idx])
+    assert train.images.shape == (4000, 1, 2, 16, 16) and train.frames == 2
+
+
+def test_moving_mnist_boxes_hold_the_ink() -> None:
+    x, _, boxes = clips.generate(clips.MovingMNIST(frames=4, size=24, speed=5.0), "test")
+    ink = x[:, 0] > clips.INK  # [N, F, H, W]
+    y = torch.arange(24).view(1, 1, 24, 1)
+    xs = torch.arange(24).view(1, 1, 1, 24)
+    b = torch.as_tensor(boxes)[..., None, None]  # [N, F, 4, 1, 1]
+    inside = (y >= b[:, :, 0]) & (y < b[:, :, 2]) & (xs >= b[:, :, 1]) & (xs < b[:, :, 3])
+    assert not (ink & ~inside).any() and ink.flatten(2).any(-1).all()
+    assert (boxes >= 0).all() and (boxes <= 24).all()
+    assert (boxes[..., 2] > boxes[..., 0]).all() and (boxes[..., 3] > boxes[..., 1]).all()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("moving_mnist:frames=0", "moving_mnist needs frames >= 1"),
+        ("moving_mnist:color=3", "bad moving_mnist option 'color=3'"),
+        ("moving_mnist:speed=x", "moving_mnist option speed must be a number, got 'x'"),
+    ],
+)
+def test_moving_mnist_bad_options_are_one_line(spec: str, message: str) -> None:
+    with pytest.raises(DataError) as info:
+        check_spec(spec)
+    assert one_line(info).startswith(message)
+
+
+def test_moving_mnist_options_change_the_shape() -> None:
+    assert clips.parse_options("moving_mnist:frames=4,size=24") == clips.MovingMNIST(4, 24)
+    train, _ = load_splits("moving_mnist:frames=4,size=24")
+    assert train.images.shape[1:] == (1, 4, 24, 24) and train.boxes.shape[1:] == (4, 4)
