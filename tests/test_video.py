@@ -175,7 +175,7 @@ def test_sweep_on_video_with_image_data_is_one_line(tmp_path) -> None:
     refused = runner.invoke(app, [*SWEEP, "--out", str(tmp_path)])  # the default data: mnist images
     assert refused.exit_code == 2, refused.output
     assert refused.output.strip() == ("error: mnist holds images, but vivit_cpu is a video model: "
-                                      "give it clips (moving_mnist)")  # fmt: skip
+                                      "give it clips (moving_mnist, videos:PATH)")  # fmt: skip
     assert not any(tmp_path.iterdir())
 
 
@@ -195,17 +195,3 @@ def test_sweep_on_video_runs_the_compute_stage(tmp_path) -> None:
     assert ok.exit_code == 0, ok.output
     rows = (next((tmp_path / "v").iterdir()) / "results.csv").read_text()
     assert "vivit_cpu" in rows and "p0.5-s8" in rows
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["maps", "-m", "vivit_cpu", "--checkpoint", "x.pt", "--position", "0.5"],
-    ],
-)
-def test_image_only_stages_refuse_video_in_one_line(args: list[str], tmp_path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "x.pt").write_bytes(b"")
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert "video model" in result.output and "Traceback" not in result.output

@@ -606,7 +606,7 @@ def probe(
     fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
     method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
     param: list[str] = typer.Option([], "--param", help="A method parameter, NAME=INTEGER (repeatable): r=13 for tome_r."),
-    train_data: str = typer.Option(Q.train_data, help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ..."),
+    train_data: str = typer.Option(Q.train_data, help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ...; clips: moving_mnist, videos:PATH"),
     probe_data: str = typer.Option(",".join(Q.probe_data), help="Probe sets, comma list; each is tested on its own held-out split."),
     steps: int = typer.Option(Q.steps, help="Training steps (0: probe the initial weights only)."),
     batch_size: int = typer.Option(Q.batch_size, help="Training batch size."),

@@ -1,4 +1,5 @@
-"""Labelled video clips: Moving MNIST, generated from the built-in digits, for video models.
+"""Labelled video clips for video models: Moving MNIST, generated from the built-in digits, and
+`videos:PATH`, a folder of users' clips.
 
 No video dataset ships inside a wheel, so `moving_mnist` is made here, deterministically from a
 seed, out of the 5,000 MNIST digits of the built-in `mnist` set and with its 4,000 / 1,000 split:
@@ -10,18 +11,30 @@ every frame comes with the clip, so a token's map can be scored for how well it 
 Spec: `moving_mnist` or `moving_mnist:frames=8,size=32,speed=2,seed=0` (any subset of the options).
 Clips are float [N, 1, F, H, W] in [0, 1] (the layout of a video model's input), boxes [N, F, 4]
 as (y0, x0, y1, x1) in pixels, end exclusive.
+
+`videos:PATH` is laid out as the image folder (PATH/CLASS/CLIP, or under train/ and test|val/); a
+CLIP is a video file (decoded with PyAV, an optional dependency: `pip install av`) or a folder of
+frame images in natural order (frame2 before frame10). Clips are read lazily, each as evenly
+spaced frames (repeated when a clip is shorter), resized and centre-cropped like images.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
 
 from tlbench.errors import DataError
+from tlbench.images import _load_image, _pil_transform
 
 NAME = "moving_mnist"
 INK = 0.1  # a pixel brighter than this is the digit's (for its box)
@@ -53,11 +66,15 @@ def parse_options(spec: str) -> MovingMNIST:
             raise DataError(f"{NAME} option {key} must be a number, got {text!r}") from None
     opts = MovingMNIST(**values)  # type: ignore[arg-type]
     if opts.frames < 1 or opts.size < 8 or opts.speed < 0 or opts.seed < 0:
-        raise DataError(f"{NAME} needs frames >= 1, size >= 8, speed >= 0 and seed >= 0, got {rest}")
+        raise DataError(
+            f"{NAME} needs frames >= 1, size >= 8, speed >= 0 and seed >= 0, got {rest}"
+        )
     return opts
 
 
-def trajectories(n: int, frames: int, room: int, speed: float, rng: np.random.Generator) -> np.ndarray:
+def trajectories(
+    n: int, frames: int, room: int, speed: float, rng: np.random.Generator
+) -> np.ndarray:
     """[n, frames, 2] integer (y, x) top-left corners in [0, room]: a straight line from a random
     start in a random direction, reflected at the edges (a bounce)."""
     start = rng.uniform(0, room, size=(n, 1, 2))
@@ -105,3 +122,167 @@ def generate(opts: MovingMNIST, split: str) -> tuple[torch.Tensor, np.ndarray, n
     corners = trajectories(len(idx), opts.frames, opts.size - d, opts.speed, rng)
     clips, boxes = render(glyphs, corners, opts.size)
     return clips, labels[idx], boxes
+
+
+# ---- videos:PATH, users' clips ---------------------------------------------------------------
+
+VIDEO_FILES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FRAME_FILES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DEFAULT_FRAMES = 16  # frames read per clip when the caller does not pass the model's count
+GRAY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # PIL's grayscale
+
+
+def layout(path: Path | str) -> str:
+    """The expected layout, for error messages."""
+    return f"{path}/CLASS/CLIP.mp4 or {path}/CLASS/CLIP/frame_0001.png"
+
+
+def is_video_file(name: str) -> bool:
+    return name.lower().endswith(VIDEO_FILES)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key in which digit runs compare as numbers: frame2 before frame10."""
+    return [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", name))]
+
+
+def even_indices(n: int, k: int) -> list[int]:
+    """k evenly spaced indices into n items, first and last included; repeats when k > n.
+    Rounded half up, so for k <= n they are distinct."""
+    return np.floor(np.linspace(0, n - 1, k) + 0.5).astype(np.int64).tolist()
+
+
+def find_clips(class_dir: Path) -> list[Path]:
+    """A class folder's clips (video files and frame folders), in natural order; one listing."""
+    found = [e.name for e in os.scandir(class_dir)
+             if not e.name.startswith(".") and (e.is_dir() or is_video_file(e.name))]  # fmt: skip
+    return [class_dir / name for name in sorted(found, key=natural_key)]
+
+
+def holds_classes(path: Path) -> bool:
+    """Whether path's first subfolder holds clips (path is a root one level up), not frames."""
+    sub = next((e.path for e in os.scandir(path) if e.is_dir()), None)
+    return sub is not None and any(e.is_dir() or is_video_file(e.name) for e in os.scandir(sub))
+
+
+def check_decoder(split_dir: Path) -> None:
+    """DataError now, not mid-run, when the first class folder holds video files and PyAV is
+    missing (two directory listings, no file is opened)."""
+    first = min((e.path for e in os.scandir(split_dir) if e.is_dir()), default=None)
+    video = first and next((e.path for e in os.scandir(first) if is_video_file(e.name)), None)
+    if video:
+        import_av(video)
+
+
+def import_av(path: Path | str) -> Any:
+    try:
+        import av
+    except ImportError:
+        raise DataError(f"cannot read video {path}: PyAV is not installed; pip install av, "
+                        "or store each clip as a folder of frame images") from None  # fmt: skip
+    return av
+
+
+def _video_error(path: Path, e: Exception) -> DataError:
+    reason = " ".join(str(e).split()) or type(e).__name__
+    return DataError(f"cannot read video {path}: {reason}")
+
+
+def frame_files(clip: Path) -> list[Path]:
+    """A frame folder's images in natural order; DataError when there are none."""
+    try:
+        names = [e.name for e in os.scandir(clip)
+                 if e.name.lower().endswith(FRAME_FILES) and not e.name.startswith(".")]  # fmt: skip
+    except OSError as e:
+        raise DataError(f"cannot list clip folder {clip}: {e.strerror or e}") from None
+    if not names:
+        raise DataError(f"no frame images in clip folder {clip} (expected {clip}/frame_0001.png)")
+    return [clip / n for n in sorted(names, key=natural_key)]
+
+
+def decode(path: Path, frames: int) -> list[Image.Image]:
+    """The frames of a video file that `frames` evenly spaced picks use, as RGB images.
+
+    The frame count comes from the header, or else by counting packets (no decoding), so only
+    the picked frames are kept in memory, whatever the video's length."""
+    av = import_av(path)
+    try:
+        with av.open(str(path)) as container:
+            total = container.streams.video[0].frames
+            total = total or sum(1 for p in container.demux(video=0) if p.size)
+        if not total:
+            raise ValueError("no video frames")
+        want = set(even_indices(total, frames))
+        kept = []
+        with av.open(str(path)) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i in want:
+                    kept.append(frame.to_image())
+                if i >= max(want):
+                    break
+    except Exception as e:  # FFmpegError (corrupt, truncated), IndexError (no video stream), ...
+        raise _video_error(path, e) from None
+    if not kept:
+        raise DataError(f"cannot read video {path}: no frames decoded")
+    return kept  # fewer than wanted if the header overstated the count: picked again from these
+
+
+def is_gray(clip: Path) -> bool:
+    """Whether a clip is grayscale: its first frame's PIL mode, or its video's pixel format."""
+    if clip.is_dir():
+        first = frame_files(clip)[0]
+        try:
+            with Image.open(first) as img:
+                return img.mode in GRAY_MODES
+        except Exception:
+            _load_image(str(first))  # fails too, with a one-line DataError naming the file
+            raise
+    av = import_av(clip)
+    try:
+        with av.open(str(clip)) as container:
+            return str(container.streams.video[0].codec_context.pix_fmt).startswith("gray")
+    except Exception as e:
+        raise _video_error(clip, e) from None
+
+
+def read_clip(clip: Path, frames: int, size: int, gray: bool) -> torch.Tensor:
+    """A video file or frame folder -> [C, frames, size, size] float in [0, 1], C = 1 if gray else
+    3: evenly spaced frames (repeated when the clip is shorter), each resized and centre-cropped
+    as the image folder does."""
+    if clip.is_dir():
+        files = frame_files(clip)
+        picks = even_indices(len(files), frames)
+        images = {i: _load_image(str(files[i])) for i in set(picks)}  # RGB, or a one-line DataError
+    else:
+        decoded = decode(clip, frames)
+        picks = even_indices(len(decoded), frames)
+        images = dict(enumerate(decoded))
+    tf = _pil_transform(size, rgb=False)
+    square = {i: tf(img.convert("L" if gray else "RGB")) for i, img in images.items()}  # [C, S, S]
+    return torch.stack([square[i] for i in picks], 1)  # [C, F, S, S]
+
+
+class VideoFolder(Dataset):
+    """PATH/CLASS/CLIP -> (clip [C, frames, size, size] float in [0, 1], label), read lazily.
+
+    C is 1 when the first clip is grayscale, else 3, for every clip, so that clips batch together
+    (fit_images adapts C to the model later)."""
+
+    def __init__(self, root: Path, frames: int, size: int) -> None:
+        self.classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            found = find_clips(root / name)
+            if not found:
+                raise DataError(f"no clips in {root / name} (expected {layout(root)})")
+            self.samples += [(clip, label) for clip in found]
+        self.targets = [label for _, label in self.samples]
+        self.frames, self.size = frames, size
+        self.gray = is_gray(self.samples[0][0])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        clip, label = self.samples[i]
+        return read_clip(clip, self.frames, self.size, self.gray), label

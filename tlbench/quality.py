@@ -220,12 +220,12 @@ def run_probe_variant(
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
     floor_check(variant, info, todo, q.batch_size, device, q.budget_s)
     what = _what(variant, todo, device, "distillation" if distill else "training")
-    size = info.img_size[0]
-    probes = [load_splits(spec, img_size=size, download=download) for spec in q.probe_data]
+    shape = dict(img_size=info.img_size[0], frames=info.frames if info.time_steps > 1 else None)
+    probes = [load_splits(spec, **shape, download=download) for spec in q.probe_data]
     for tr, _ in probes:
         check_shots(tr, q.shots)
     # the training split; its held-out split measures a distilled variant's agreement
-    train_set, held_out = load_splits(q.train_data, img_size=size, download=download) if steps else (None, None)
+    train_set, held_out = load_splits(q.train_data, **shape, download=download) if steps else (None, None)
     torch.manual_seed(seed)  # the same initial backbone for every variant of a model
     num_classes = (train_set or probes[0][0]).num_classes
     build = functools.partial(build_model, img_size=img_size, pretrained=pretrained,
@@ -310,7 +310,7 @@ def check_data_fits(model: str, specs: Sequence[str], img_size: int | None = Non
     video = info.time_steps > 1
     for spec in specs:
         if is_video_spec(spec) != video:
-            want = "clips (moving_mnist)" if video else "images (mnist, digits, folder:PATH, cifar10, ...)"
+            want = "clips (moving_mnist, videos:PATH)" if video else "images (mnist, digits, folder:PATH, cifar10, ...)"
             kind = "video clips" if not video else "images"
             raise DataError(f"{spec} holds {kind}, but {info.name} is {'a video' if video else 'an image'} "
                             f"model: give it {want}")  # fmt: skip
@@ -393,7 +393,8 @@ def step_seconds_by_flops(
     flops = {v.name: analytic_flops(info, v) for v in variants}
     hi = max(variants, key=lambda v: flops[v.name])
     lo = min(variants, key=lambda v: flops[v.name])
-    data = load_splits(train_data, img_size=info.img_size[0])[0]
+    frames = info.frames if info.time_steps > 1 else None
+    data = load_splits(train_data, img_size=info.img_size[0], frames=frames)[0]
 
     def measure(v: Variant) -> float:
         torch.manual_seed(0)

@@ -17,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tlbench.data import frame_indices
+from tlbench.clips import even_indices
 
 
 def box_masks(boxes: np.ndarray, frames: int, tubelet: int, size: tuple[int, int]) -> torch.Tensor:
     """Boxes [B, F', 4] (y0, x0, y1, x1) of clips with F' frames -> [B, T, H, W] masks of each time
     step (the union of its `tubelet` frames' boxes), after resampling F' to the model's `frames`."""
     b = boxes.shape[0]
-    picked = boxes[:, frame_indices(boxes.shape[1], frames).numpy()]  # [B, F, 4]
+    picked = boxes[:, even_indices(boxes.shape[1], frames)]  # [B, F, 4]
     h, w = size
     ys, xs = torch.arange(h)[:, None], torch.arange(w)[None, :]
     box = torch.as_tensor(picked)[..., None, None]  # [B, F, 4, 1, 1]
@@ -66,7 +66,7 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
     _style()
     b, t, s, h, w = maps.shape
     frames = clips.float().mean(1)  # [B, F, H, W]
-    frames = frames[:, frame_indices(frames.shape[1], t * (frames.shape[1] // t or 1))]
+    frames = frames[:, even_indices(frames.shape[1], t * (frames.shape[1] // t or 1))]
     steps = frames.reshape(b, t, -1, *frames.shape[-2:]).amax(2).numpy()  # [B, T, H, W]
     height, width = steps.shape[-2:]
     extent = (0, width, height, 0)
