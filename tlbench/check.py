@@ -59,14 +59,15 @@ def measure(grids: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
     from tlbench.flops import count_variants
-    from tlbench.models import make_variants
+    from tlbench.models import DEFAULT_METHOD, make_variants
 
     entries = []
     for g in grids:
         variants = make_variants(g["model"], g.get("positions"), g.get("tokens", [8, 16]),
                                  version=g.get("version", "1.1"), fuser=g.get("fuser", False),
-                                 img_size=g.get("img_size"))  # fmt: skip
-        rows = count_variants(variants, g.get("img_size"))
+                                 img_size=g.get("img_size"), method=g.get("method", DEFAULT_METHOD),
+                                 frames=g.get("frames"))  # fmt: skip
+        rows = count_variants(variants, g.get("img_size"), g.get("frames"))
         base = rows[0].gflops
         zero_ops = set().union(*(r.zero_ops for r in rows))
         entries.append({
@@ -235,7 +236,8 @@ def write_baseline(path: str | Path, doc: dict[str, Any]) -> None:
 
 
 def new_baseline(path: str | Path, grids: list[dict[str, Any]]) -> None:
-    """Create a baseline file for the given grids (model, positions, tokens, version, fuser, img_size)."""
+    """Create a baseline file for the given grids (model, positions, tokens, version, fuser, img_size,
+    method, frames)."""
     write_baseline(path, measure(grids))
 
 

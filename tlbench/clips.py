@@ -45,7 +45,8 @@ class MovingMNIST:
     """The generator's options; the defaults fit vivit_cpu (8 frames of 32 px)."""
 
     frames: int = 8
-    size: int = 32  # frame side in px; the digit is size // 2
+    size: int = 32  # frame side in px
+    digit: float = 0.5  # the digit's side as a fraction of the frame's
     speed: float = 2.0  # px per frame
     seed: int = 0
 
@@ -65,9 +66,9 @@ def parse_options(spec: str) -> MovingMNIST:
         except ValueError:
             raise DataError(f"{NAME} option {key} must be a number, got {text!r}") from None
     opts = MovingMNIST(**values)  # type: ignore[arg-type]
-    if opts.frames < 1 or opts.size < 8 or opts.speed < 0 or opts.seed < 0:
+    if opts.frames < 1 or opts.size < 8 or not 0.1 <= opts.digit <= 1 or opts.speed < 0 or opts.seed < 0:
         raise DataError(
-            f"{NAME} needs frames >= 1, size >= 8, speed >= 0 and seed >= 0, got {rest}"
+            f"{NAME} needs frames >= 1, size >= 8, 0.1 <= digit <= 1, speed >= 0 and seed >= 0, got {rest}"
         )
     return opts
 
@@ -115,7 +116,7 @@ def generate(opts: MovingMNIST, split: str) -> tuple[torch.Tensor, np.ndarray, n
     images, labels = _mnist()  # [5000, 1, 32, 32]: 28 px digits padded by 2
     train, test = stratified_split(labels, MNIST_TEST_PER_CLASS)
     idx = train if split == "train" else test
-    d = opts.size // 2
+    d = round(opts.size * opts.digit)
     glyphs = F.interpolate(images[idx, :, 2:30, 2:30], size=(d, d), mode="bilinear",
                            align_corners=False, antialias=True).clamp(0, 1)[:, 0]  # fmt: skip
     rng = np.random.default_rng([opts.seed, 0 if split == "train" else 1])

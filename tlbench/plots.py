@@ -132,6 +132,14 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def _item(df: pd.DataFrame) -> str:
+    """What one input is: a clip for video models, else an image."""
+    from tlbench.video import VIDEO_MODELS
+
+    models = set(df["model"].dropna()) if "model" in df else set()
+    return "clip" if models and models <= set(VIDEO_MODELS) else "image"
+
+
 def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     """GFLOPs per image vs relative position, a line per token count, baseline dashed."""
     g = _metric(df, "gflops")
@@ -148,7 +156,7 @@ def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
         ax.plot(sub["position"], sub["value"], ms=4, lw=1.5, label=_label(key, palette, short=True),
                 **palette[key])  # fmt: skip
     ax.set_xlabel(f"relative position p of {_where(g)}")
-    ax.set_ylabel("GFLOPs per image (1 MAC = 1 FLOP)")
+    ax.set_ylabel(f"GFLOPs per {_item(df)} (1 MAC = 1 FLOP)")
     ax.set_ylim(bottom=0)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
@@ -267,7 +275,7 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
                 ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette))
             ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
         ax.margins(x=0.15, y=0.08)
-        ax.set_xlabel("GFLOPs per image")
+        ax.set_xlabel(f"GFLOPs per {_item(df)}")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(ds, fontsize=10)
         if styles:
@@ -469,7 +477,7 @@ def family_gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     ax.plot([], [], color="0.35", ls="--", lw=1, label="baseline (no reduction)")
     ax.set_yscale("log")
     ax.set_xlabel(f"relative position p of {_where(g)}")
-    ax.set_ylabel("GFLOPs per image (1 MAC = 1 FLOP)")
+    ax.set_ylabel(f"GFLOPs per {_item(df)} (1 MAC = 1 FLOP)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
@@ -516,7 +524,7 @@ def family_accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt
         ax.annotate("better", xy=(0.03, 0.97), xytext=(0.2, 0.8), xycoords="axes fraction",
                     textcoords="axes fraction", fontsize=8, color="0.3", ha="center", va="center",
                     arrowprops=dict(arrowstyle="->", color="0.4", lw=1))  # fmt: skip
-        ax.set_xlabel("GFLOPs per image (log scale)")
+        ax.set_xlabel(f"GFLOPs per {_item(df)} (log scale)")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(f"{ds} (top left is better)", fontsize=10)
     ax = axes[0][-1]
