@@ -81,7 +81,10 @@ CUSTOM_MODELS: dict[str, dict[str, Any]] = {
     "vit_cpu6_w32_p8": dict(img_size=32, patch_size=8, embed_dim=32, depth=6, num_heads=2,
                             mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
 }
-SINCOS_INIT = {"vit_cpu6", "vit_cpu12", "vit_cpu6_p8", "vit_cpu6_w32", "vit_cpu6_w32_p8"}
+# vivit_cpu's image source (tlbench.video.IMAGE_SOURCES): vit_cpu6 at vivit_cpu's depth. Train it
+# on images and give its checkpoint to vivit_cpu, which inflates it.
+CUSTOM_MODELS["vit_cpu8"] = dict(CUSTOM_MODELS["vit_cpu6"], depth=8)
+SINCOS_INIT = set(CUSTOM_MODELS) - {"tiny"}  # every CPU-sized model; tiny keeps timm's init
 
 # timm ViTs at another patch size: (timm name, patch size). Built by timm with `patch_size=`, so a
 # pretrained or local checkpoint of the stock model loads through timm's checkpoint_filter_fn,
@@ -96,6 +99,7 @@ REPATCHED: dict[str, tuple[str, int]] = {
 DESCRIPTIONS = {
     "tiny": "test model: 32 px, patch 8, width 64, depth 4, 2 heads",
     "vit_cpu6": "CPU-sized depth-6 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
+    "vit_cpu8": "CPU-sized depth-8 ViT, vit_cpu6 at vivit_cpu's depth: its checkpoints inflate into vivit_cpu",
     "vit_cpu12": "CPU-sized depth-12 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
     "vit_cpu6_p8": "vit_cpu6 with 8 px patches (16 tokens)",
     "vit_cpu6_w32": "vit_cpu6 at width 32",
