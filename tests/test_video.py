@@ -125,6 +125,55 @@ def test_fvcore_equals_analytic_exactly_on_the_small_video_model() -> None:
     assert rep.flops == round(rows[0].gflops * 1e9)
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_fuser_shapes_at_every_position(version: str) -> None:
+    x = torch.randn(2, 3, 4, 32, 32)  # 2 time steps
+    variants = make_variants("vivit_cpu", None, [1, 8], version=version, fuser=True, frames=4)
+    assert [v.block_index for v in variants[1::2]] == list(range(8))  # every block but p = 1
+    models = build_sharing(variants, frames=4)
+    for v in variants:
+        with torch.no_grad():
+            feats = models[v.name].forward_features(x)
+            logits = models[v.name](x)
+        assert feats.shape == (2, 2 * 64, 48), v.name  # fused back: T*N tokens reach the pool
+        assert logits.shape == (2, 1000)
+    with pytest.raises(ConfigError, match="no block is left to fuse around"):
+        make_variant("vivit_cpu", 1.0, 8, fuser=True)
+
+
+def test_fuser_learns_and_fuses_per_time_step_around_a_joint_block() -> None:
+    torch.manual_seed(0)
+    model = build_model(make_variant("vivit_cpu", 0.5, 8, fuser=True))
+    layer = model.blocks[4]
+    with torch.no_grad():  # the zero init makes the fuser output zero: give it weights
+        layer.fuser.mix.weight.normal_(0, 0.5)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen.update(block_in=args[0], block_out=out)
+
+    layer.block.register_forward_hook(keep)
+    x = torch.randn(2, 256, 48)  # [B, T*N, C]
+    with torch.no_grad():
+        out = layer(x)
+        frames = [x[:, i * 64 : (i + 1) * 64] for i in range(4)]  # each [B, N, C]
+        learned = torch.cat([layer.tokenlearner(f) for f in frames], dim=1)  # [B, T*S, C]
+        torch.testing.assert_close(seen["block_in"], learned, atol=1e-6, rtol=1e-6)
+        y = seen["block_out"]  # [B, T*S, C]: one block over all 32 tokens, not 4 blocks over 8
+        fused = [layer.fuser(y[:, i * 8 : (i + 1) * 8], f) + f for i, f in enumerate(frames)]
+        torch.testing.assert_close(out, torch.cat(fused, dim=1), atol=1e-6, rtol=1e-6)
+        apart = torch.cat([layer.block(learned[:, i * 8 : (i + 1) * 8]) for i in range(4)], 1)
+        assert not torch.allclose(y, apart, atol=1e-3)  # attention is joint over time
+
+
+def test_fvcore_equals_analytic_exactly_with_the_fuser_on_video() -> None:
+    variants = make_variants("vivit_cpu", [0, 0.5, 0.875], [1, 8], fuser=True)
+    v10 = dict(version="1.0", fuser=True, baseline=False)
+    variants += make_variants("vivit_cpu", [0.25, 0.75], [4, 16], **v10)
+    for row in count_variants(variants):
+        assert round(row.gflops * 1e9) == round(row.gflops_analytic * 1e9), row.variant
+
+
 def test_vivit_l_matches_the_papers_compute() -> None:
     info = model_info("vivit_l16x2")
     assert (info.time_steps, info.spatial_patches, info.num_patches) == (16, 196, 3136)
@@ -147,8 +196,6 @@ def test_reducers_that_cannot_act_per_time_step_refuse_video() -> None:
     for method in sorted(set(REDUCERS) - per_step):
         with pytest.raises(ConfigError, match="cannot act per time step"):
             make_variant("vivit_cpu", 0.5, 8, method=method, params={"r": 2} if method == "tome_r" else None)
-    with pytest.raises(ConfigError, match="TokenFuser"):
-        make_variant("vivit_cpu", 0.5, 8, fuser=True)
     with pytest.raises(ConfigError, match="per time step"):
         make_variant("vivit_cpu", 0.5, 65)  # 64 patches per time step
 
@@ -174,12 +221,13 @@ def test_frames_on_an_image_model_is_refused() -> None:
     assert result.exit_code == 2 and "image model" in result.output
 
 
-def test_cli_flops_on_video_with_frames() -> None:
+@pytest.mark.parametrize(("extra", "name"), [([], "p0.5-s8"), (["--fuser"], "p0.5-s8-fuser")])
+def test_cli_flops_on_video_with_frames(extra: list[str], name: str) -> None:
     result = runner.invoke(app, ["flops", "-m", "vivit_cpu", "--frames", "4", "--positions", "0.5",
-                                 "--tokens", "8", "--format", "csv"])  # fmt: skip
+                                 "--tokens", "8", "--format", "csv", *extra])  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 3 and "p0.5-s8" in lines[2]
+    assert len(lines) == 3 and name in lines[2]
 
 
 SWEEP = ["sweep", "--model", "vivit_cpu", "--positions", "0.5", "--tokens", "8"]
