@@ -125,7 +125,9 @@ def _closed_form_macs(depth: int, width: int, tokens: int, patch: int, mlp: int,
     return tokens * 3 * patch * patch * width + depth * block + width * classes
 
 
-@pytest.mark.parametrize("alias", ["vit_cpu6", "vit_cpu12", "vit_cpu6_p8", "vit_cpu6_w32", "vit_cpu6_w32_p8"])
+@pytest.mark.parametrize(
+    "alias", ["vit_cpu6", "vit_cpu8", "vit_cpu12", "vit_cpu6_p8", "vit_cpu6_w32", "vit_cpu6_w32_p8"]
+)
 def test_cpu_models_match_a_closed_form_count(alias: str) -> None:
     info = model_info(alias)
     variants = make_variants(alias, [0.5, 0.75], [8])

@@ -66,3 +66,31 @@ def test_fuser_block_is_identity_on_patches_at_init() -> None:
     y = fb(x)
     assert y.shape == x.shape
     torch.testing.assert_close(y[:, 1:], x[:, 1:])
+
+
+def _fuser_block(block: torch.nn.Module, time_steps: int, prefix: int = 0) -> TokenFuserBlock:
+    torch.manual_seed(0)
+    fuser = TokenFuser(16, 4)
+    with torch.no_grad():  # the zero init makes the fuser output zero: give it weights
+        fuser.mix.weight.normal_(0, 0.5)
+        fuser.mix.bias.normal_(0, 0.5)
+    return TokenFuserBlock(block, TokenLearner(16, 4), fuser, prefix, time_steps).eval()
+
+
+@pytest.mark.parametrize("prefix", [0, 1])
+def test_fuser_block_is_identity_at_init_on_video(prefix: int) -> None:
+    fb = TokenFuserBlock(torch.nn.Identity(), TokenLearner(16, 4), TokenFuser(16, 4), prefix, 3)
+    x = torch.randn(2, prefix + 3 * 9, 16)  # [B, P + T*N, C]
+    torch.testing.assert_close(fb(x)[:, prefix:], x[:, prefix:])
+
+
+def test_fuser_block_learns_and_fuses_each_time_step_on_its_own() -> None:
+    # With a block that mixes no tokens, all that is left is the learner and the fuser: on video
+    # they act per time step, so the layer on T steps equals the image layer on each step.
+    fb = _fuser_block(torch.nn.Linear(16, 16), time_steps=3)
+    x = torch.randn(2, 3 * 9, 16)  # [B, T*N, C], time-major
+    with torch.no_grad():
+        joint = fb(x)
+        fb.time_steps = 1
+        steps = [fb(x[:, i * 9 : (i + 1) * 9]) for i in range(3)]  # each [B, N, C]
+    torch.testing.assert_close(joint, torch.cat(steps, dim=1), atol=1e-6, rtol=1e-6)

@@ -1,18 +1,32 @@
-"""Video: the ViViT backbone, reducers per time step, exact FLOPs, the paper's ViViT-L numbers."""
+"""Video: the ViViT backbone, reducers per time step, exact FLOPs, the paper's ViViT-L numbers,
+inflation of image weights."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import timm
 import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
 from tlbench.cli import app
 from tlbench.errors import ConfigError
 from tlbench.flops import analytic_flops, count_flops, count_variants
-from tlbench.models import build_model, build_sharing, make_variant, make_variants, model_info
+from tlbench.models import (
+    CUSTOM_MODELS,
+    build_model,
+    build_sharing,
+    make_variant,
+    make_variants,
+    model_info,
+    pre_logits,
+)
 from tlbench.reducers import REDUCERS
 from tlbench.tokenlearner import TokenLearner
-from tlbench.video import PerTimeStep, TubeletEmbed, video_pos_embed
+from tlbench.video import IMAGE_SOURCES, PerTimeStep, TubeletEmbed, inflate, video_pos_embed
 
 runner = CliRunner()
 
@@ -111,6 +125,55 @@ def test_fvcore_equals_analytic_exactly_on_the_small_video_model() -> None:
     assert rep.flops == round(rows[0].gflops * 1e9)
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_fuser_shapes_at_every_position(version: str) -> None:
+    x = torch.randn(2, 3, 4, 32, 32)  # 2 time steps
+    variants = make_variants("vivit_cpu", None, [1, 8], version=version, fuser=True, frames=4)
+    assert [v.block_index for v in variants[1::2]] == list(range(8))  # every block but p = 1
+    models = build_sharing(variants, frames=4)
+    for v in variants:
+        with torch.no_grad():
+            feats = models[v.name].forward_features(x)
+            logits = models[v.name](x)
+        assert feats.shape == (2, 2 * 64, 48), v.name  # fused back: T*N tokens reach the pool
+        assert logits.shape == (2, 1000)
+    with pytest.raises(ConfigError, match="no block is left to fuse around"):
+        make_variant("vivit_cpu", 1.0, 8, fuser=True)
+
+
+def test_fuser_learns_and_fuses_per_time_step_around_a_joint_block() -> None:
+    torch.manual_seed(0)
+    model = build_model(make_variant("vivit_cpu", 0.5, 8, fuser=True))
+    layer = model.blocks[4]
+    with torch.no_grad():  # the zero init makes the fuser output zero: give it weights
+        layer.fuser.mix.weight.normal_(0, 0.5)
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        seen.update(block_in=args[0], block_out=out)
+
+    layer.block.register_forward_hook(keep)
+    x = torch.randn(2, 256, 48)  # [B, T*N, C]
+    with torch.no_grad():
+        out = layer(x)
+        frames = [x[:, i * 64 : (i + 1) * 64] for i in range(4)]  # each [B, N, C]
+        learned = torch.cat([layer.tokenlearner(f) for f in frames], dim=1)  # [B, T*S, C]
+        torch.testing.assert_close(seen["block_in"], learned, atol=1e-6, rtol=1e-6)
+        y = seen["block_out"]  # [B, T*S, C]: one block over all 32 tokens, not 4 blocks over 8
+        fused = [layer.fuser(y[:, i * 8 : (i + 1) * 8], f) + f for i, f in enumerate(frames)]
+        torch.testing.assert_close(out, torch.cat(fused, dim=1), atol=1e-6, rtol=1e-6)
+        apart = torch.cat([layer.block(learned[:, i * 8 : (i + 1) * 8]) for i in range(4)], 1)
+        assert not torch.allclose(y, apart, atol=1e-3)  # attention is joint over time
+
+
+def test_fvcore_equals_analytic_exactly_with_the_fuser_on_video() -> None:
+    variants = make_variants("vivit_cpu", [0, 0.5, 0.875], [1, 8], fuser=True)
+    v10 = dict(version="1.0", fuser=True, baseline=False)
+    variants += make_variants("vivit_cpu", [0.25, 0.75], [4, 16], **v10)
+    for row in count_variants(variants):
+        assert round(row.gflops * 1e9) == round(row.gflops_analytic * 1e9), row.variant
+
+
 def test_vivit_l_matches_the_papers_compute() -> None:
     info = model_info("vivit_l16x2")
     assert (info.time_steps, info.spatial_patches, info.num_patches) == (16, 196, 3136)
@@ -133,8 +196,6 @@ def test_reducers_that_cannot_act_per_time_step_refuse_video() -> None:
     for method in sorted(set(REDUCERS) - per_step):
         with pytest.raises(ConfigError, match="cannot act per time step"):
             make_variant("vivit_cpu", 0.5, 8, method=method, params={"r": 2} if method == "tome_r" else None)
-    with pytest.raises(ConfigError, match="TokenFuser"):
-        make_variant("vivit_cpu", 0.5, 8, fuser=True)
     with pytest.raises(ConfigError, match="per time step"):
         make_variant("vivit_cpu", 0.5, 65)  # 64 patches per time step
 
@@ -160,12 +221,13 @@ def test_frames_on_an_image_model_is_refused() -> None:
     assert result.exit_code == 2 and "image model" in result.output
 
 
-def test_cli_flops_on_video_with_frames() -> None:
+@pytest.mark.parametrize(("extra", "name"), [([], "p0.5-s8"), (["--fuser"], "p0.5-s8-fuser")])
+def test_cli_flops_on_video_with_frames(extra: list[str], name: str) -> None:
     result = runner.invoke(app, ["flops", "-m", "vivit_cpu", "--frames", "4", "--positions", "0.5",
-                                 "--tokens", "8", "--format", "csv"])  # fmt: skip
+                                 "--tokens", "8", "--format", "csv", *extra])  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 3 and "p0.5-s8" in lines[2]
+    assert len(lines) == 3 and name in lines[2]
 
 
 SWEEP = ["sweep", "--model", "vivit_cpu", "--positions", "0.5", "--tokens", "8"]
@@ -195,3 +257,132 @@ def test_sweep_on_video_runs_the_compute_stage(tmp_path) -> None:
     assert ok.exit_code == 0, ok.output
     rows = (next((tmp_path / "v").iterdir()) / "results.csv").read_text()
     assert "vivit_cpu" in rows and "p0.5-s8" in rows
+
+
+def _image_vit(**kw) -> VisionTransformer:
+    """vivit_cpu's image source as tlbench builds it (GAP head, no class token), every weight random."""
+    torch.manual_seed(0)
+    model = VisionTransformer(**{**CUSTOM_MODELS["vit_cpu8"], "num_classes": 10, "global_pool": "avg",
+                                 "fc_norm": False, **kw})  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():  # jax init zeros the biases: make every copied tensor count
+            p.normal_(0, 0.2)
+    return model.eval()
+
+
+@pytest.fixture
+def image_checkpoint(tmp_path: Path) -> tuple[VisionTransformer, Path]:
+    model = _image_vit()
+    path = tmp_path / "vit_cpu8.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def _inflated(image: VisionTransformer, init: str = "central", **kw) -> torch.nn.Module:
+    video = build_model(make_variant("vivit_cpu"), num_classes=5, **kw)
+    inflate(image.state_dict(), video, init)
+    return video
+
+
+def test_every_video_model_names_an_image_source_of_its_geometry() -> None:
+    for video, image in IMAGE_SOURCES.items():
+        v, i = model_info(video), model_info(image)
+        assert (v.depth, v.embed_dim, v.num_heads, v.mlp_hidden, v.patch_size, v.img_size) == (
+            i.depth, i.embed_dim, i.num_heads, i.mlp_hidden, i.patch_size, i.img_size)  # fmt: skip
+
+
+@pytest.mark.parametrize("init", ["central", "average"])
+def test_inflated_tubelet_embeds_frames_as_the_image_model(init: str) -> None:
+    image = _image_vit()
+    video = _inflated(image, init)
+    clip = torch.randn(2, 3, 8, 32, 32)
+    if init == "average":  # only a clip that is still in time embeds as its frame
+        clip = clip[:, :, :1].expand_as(clip)
+    with torch.no_grad():
+        tokens = video.patch_embed(clip).reshape(2, 4, 64, 48)  # [B, T, h*w, D]
+        for t in range(4):  # "central": time step t sees frame 2t + 1 of its tubelet (2t, 2t + 1)
+            frame = image.patch_embed(clip[:, :, 2 * t + 1])  # [B, h*w, D]
+            torch.testing.assert_close(tokens[:, t], frame, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_inflation_copies_blocks_norm_and_tiles_the_pos_embed(class_token: bool) -> None:
+    image = _image_vit(class_token=class_token)
+    video = _inflated(image)
+    own, src = video.state_dict(), image.state_dict()
+    copied = [k for k in src if k.startswith(("blocks.", "norm.", "patch_embed.proj.bias"))]
+    assert len(copied) == 8 * 12 + 3
+    for key in copied:
+        assert torch.equal(own[key], src[key]), key
+    grid = src["pos_embed"][:, 1:] if class_token else src["pos_embed"]  # [1, 64, D]
+    assert torch.equal(own["pos_embed"], grid.repeat(1, 4, 1))  # tiled over T = 4, time-major
+    assert own["head.weight"].shape == (5, 48) and "cls_token" not in own  # fresh head, GAP
+
+
+def test_inflated_model_on_a_still_clip_pools_as_the_image_model() -> None:
+    image = _image_vit()
+    video = _inflated(image)
+    x = torch.randn(3, 3, 32, 32)
+    clip = x[:, :, None].expand(3, 3, 8, 32, 32)  # every frame the same image
+    with torch.no_grad():  # T copies of each key: joint attention = the image's; GAP over T = one
+        torch.testing.assert_close(pre_logits(video, clip), pre_logits(image, x), atol=1e-5, rtol=0)
+
+
+def test_inflation_resamples_the_spatial_grid(image_checkpoint) -> None:
+    image, path = image_checkpoint
+    video = build_model(make_variant("vivit_cpu", img_size=64), img_size=64, checkpoint_path=path)
+    grid = resample_abs_pos_embed(image.pos_embed.detach(), [16, 16], [8, 8], num_prefix_tokens=0)
+    torch.testing.assert_close(video.pos_embed.detach(), grid.repeat(1, 4, 1))
+
+
+def test_a_checkpoint_of_the_source_inflates_through_build_model(image_checkpoint) -> None:
+    image, path = image_checkpoint
+    model = build_model(make_variant("vivit_cpu", 0.5, 8), checkpoint_path=path)  # reducer after
+    assert torch.equal(model.blocks[0].attn.qkv.weight, image.blocks[0].attn.qkv.weight)
+    # the TokenLearner is block 4: the image's block 4 is now block 5
+    assert torch.equal(model.blocks[5].mlp.fc1.weight, image.blocks[4].mlp.fc1.weight)
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.pth"
+    torch.save(VisionTransformer(**CUSTOM_MODELS["tiny"], num_classes=10).state_dict(), path)
+    with pytest.raises(ConfigError) as err:
+        build_model(make_variant("vivit_cpu"), checkpoint_path=path)
+    message = str(err.value)
+    assert "width 64, not 48; depth 4, not 8; patch (8, 8), not (4, 4)" in message
+    assert len(message.splitlines()) == 1
+    with pytest.raises(ConfigError, match="inflation init must be one of central, average"):
+        inflate(_image_vit().state_dict(), build_model(make_variant("vivit_cpu")), "mean")
+
+
+def test_hub_inflation_without_network_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(name: str, pretrained: bool = False, **kw):
+        raise OSError("we cannot find the requested files in the local cache")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ConfigError) as err:
+        build_model(make_variant("vivit_b16x2"), pretrained=True)
+    message = "vivit_b16x2 inflates vit_base_patch16_224's weights; could not load pretrained"
+    assert str(err.value).startswith(message) and len(str(err.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match="vivit_cpu inflates vit_cpu8, which has no hub weights"):
+        build_model(make_variant("vivit_cpu"), pretrained=True)
+
+
+PROBE = ["probe", "-m", "vivit_cpu", "--probe-data", "moving_mnist", "--steps", "0", "--shots", "1",
+         "--seeds", "1", "--format", "csv"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_probe_with_an_image_checkpoint_on_video(image_checkpoint) -> None:
+    result = runner.invoke(app, [*PROBE, "--checkpoint", str(image_checkpoint[1])])
+    assert result.exit_code == 0, result.output
+    assert "moving_mnist" in result.output and "not built" not in result.output
+
+
+def test_probe_with_a_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "vit_cpu6.pth"
+    torch.save(VisionTransformer(**CUSTOM_MODELS["vit_cpu6"], global_pool="avg").state_dict(), path)
+    result = runner.invoke(app, [*PROBE, "--checkpoint", str(path)])
+    assert result.exit_code == 2, result.output
+    fit = "image weights do not fit the video model: depth 6, not 8"
+    assert result.output.strip() == f"error: checkpoint {path}: {fit}"

@@ -40,7 +40,14 @@ from tlbench.support import (
     unsupported_reason,
     vit_names,
 )
-from tlbench.video import VIDEO_DESCRIPTIONS, VIDEO_MODELS, create_video
+from tlbench.video import (
+    IMAGE_SOURCES,
+    VIDEO_DESCRIPTIONS,
+    VIDEO_MODELS,
+    create_video,
+    inflate,
+    is_video,
+)
 
 # The one alias table: short names for the paper's models and a few more.
 ALIASES: dict[str, str] = {
@@ -81,7 +88,10 @@ CUSTOM_MODELS: dict[str, dict[str, Any]] = {
     "vit_cpu6_w32_p8": dict(img_size=32, patch_size=8, embed_dim=32, depth=6, num_heads=2,
                             mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
 }
-SINCOS_INIT = {"vit_cpu6", "vit_cpu12", "vit_cpu6_p8", "vit_cpu6_w32", "vit_cpu6_w32_p8"}
+# vivit_cpu's image source (tlbench.video.IMAGE_SOURCES): vit_cpu6 at vivit_cpu's depth. Train it
+# on images and give its checkpoint to vivit_cpu, which inflates it.
+CUSTOM_MODELS["vit_cpu8"] = dict(CUSTOM_MODELS["vit_cpu6"], depth=8)
+SINCOS_INIT = set(CUSTOM_MODELS) - {"tiny"}  # every CPU-sized model; tiny keeps timm's init
 
 # timm ViTs at another patch size: (timm name, patch size). Built by timm with `patch_size=`, so a
 # pretrained or local checkpoint of the stock model loads through timm's checkpoint_filter_fn,
@@ -96,6 +106,7 @@ REPATCHED: dict[str, tuple[str, int]] = {
 DESCRIPTIONS = {
     "tiny": "test model: 32 px, patch 8, width 64, depth 4, 2 heads",
     "vit_cpu6": "CPU-sized depth-6 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
+    "vit_cpu8": "CPU-sized depth-8 ViT, vit_cpu6 at vivit_cpu's depth: its checkpoints inflate into vivit_cpu",
     "vit_cpu12": "CPU-sized depth-12 ViT: 32 px, patch 4, width 48, 2 heads, no class token",
     "vit_cpu6_p8": "vit_cpu6 with 8 px patches (16 tokens)",
     "vit_cpu6_w32": "vit_cpu6 at width 32",
@@ -216,9 +227,10 @@ def _create(
     from timm.models.vision_transformer import VisionTransformer
 
     if name in VIDEO_MODELS:
-        if pretrained:
-            raise ConfigError(f"{name} has no pretrained weights in tlbench (image-to-video inflation is not built)")
+        source = _image_source(name) if pretrained else None  # first: the hub may be out of reach
         model = create_video(name, img_size=img_size, frames=frames, num_classes=num_classes, **kw)
+        if source is not None:  # its hub weights, inflated (scenic's ViViT init)
+            inflate(source.state_dict(), model)
     elif name in CUSTOM_MODELS:
         args = dict(CUSTOM_MODELS[name], num_classes=num_classes, global_pool="avg", fc_norm=False)
         if img_size is not None:
@@ -257,6 +269,18 @@ def _create(
     if getattr(model, "pool_include_prefix", False):  # e.g. test_vit3: keep the head convention
         model.pool_include_prefix = False
     return model
+
+
+def _image_source(video: str) -> nn.Module:
+    """The hub-pretrained image ViT whose weights inflate into the video model `video`."""
+    source = resolve_model(IMAGE_SOURCES[video])
+    if source in CUSTOM_MODELS:
+        raise ConfigError(f"{video} inflates {source}, which has no hub weights: train {source} "
+                          "and give its checkpoint (--checkpoint, model.checkpoint)")  # fmt: skip
+    try:
+        return _create(source, img_size=None, pretrained=True, num_classes=0)
+    except ConfigError as e:
+        raise ConfigError(f"{video} inflates {source}'s weights; {e}") from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -506,7 +530,11 @@ def _module_tree(model: nn.Module) -> list[tuple[str, int, type, Any]]:
 
 
 def load_backbone(model: nn.Module, path: str | Path) -> None:
-    """Load a timm-format state dict into a stock ViT; pos-embed resampled, mismatched head dropped."""
+    """Load a timm-format state dict into a stock ViT; pos-embed resampled, mismatched head dropped.
+
+    A video model takes an image ViT's checkpoint (its IMAGE_SOURCES alias, or any of the same
+    geometry) and inflates it (tlbench.video.inflate, central-frame init).
+    """
     from timm.models import load_state_dict
     from timm.models.vision_transformer import checkpoint_filter_fn
 
@@ -514,9 +542,16 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise ConfigError(f"checkpoint file not found: {path}")
     try:
-        state = checkpoint_filter_fn(load_state_dict(str(path)), model)
+        raw = load_state_dict(str(path))
+        state = raw if is_video(model) else checkpoint_filter_fn(raw, model)
     except Exception as e:  # a corrupt or foreign file: say which, in one line
         raise ConfigError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from None
+    if is_video(model):
+        try:
+            inflate(state, model)
+        except ConfigError as e:
+            raise ConfigError(f"checkpoint {path}: {e}") from None
+        return
     own = model.state_dict()
     for key in [k for k in state if k.startswith("head.") and k in own]:
         if state[key].shape != own[key].shape:  # a different number of classes: keep a fresh head

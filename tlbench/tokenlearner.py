@@ -148,22 +148,37 @@ class TokenLearnerLayer(nn.Module):
 
 class TokenFuserBlock(nn.Module):
     """scenic `EncoderModFuser` layer around one ViT block: learn S tokens, run the block on
-    them, fuse back to the grid, add the residual. Sequence length stays P + N."""
+    them, fuse back to the grid, add the residual. Sequence length stays P + N.
+
+    On video (`time_steps` T > 1, time-major tokens) the learner and the fuser act per time step
+    and the block attends jointly over all T*S learned tokens, as scenic's EncoderModFuser does
+    with `temporal_dimensions`. T = 1 is the image case: the reshapes are no-ops.
+    """
 
     def __init__(
-        self, block: nn.Module, tokenlearner: TokenLearner, fuser: TokenFuser, num_prefix_tokens: int
+        self,
+        block: nn.Module,
+        tokenlearner: TokenLearner,
+        fuser: TokenFuser,
+        num_prefix_tokens: int,
+        time_steps: int = 1,
     ) -> None:
         super().__init__()
         self.tokenlearner = tokenlearner
         self.block = block
         self.fuser = fuser
         self.num_prefix_tokens = num_prefix_tokens
+        self.time_steps = time_steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.num_prefix_tokens
-        residual = x[:, p:]  # [B, N, C]
-        y = self.block(torch.cat([x[:, :p], self.tokenlearner(residual)], dim=1))  # [B, P + S, C]
-        fused = self.fuser(y[:, p:], residual) + residual  # [B, N, C]
+        p, t = self.num_prefix_tokens, self.time_steps
+        residual = x[:, p:]  # [B, T*N, C]
+        b, tn, c = residual.shape
+        steps = residual.reshape(b * t, tn // t, c)  # [B*T, N, C]
+        learned = self.tokenlearner(steps).reshape(b, -1, c)  # [B*T, S, C] -> [B, T*S, C]
+        y = self.block(torch.cat([x[:, :p], learned], dim=1))  # [B, P + T*S, C], joint attention
+        tokens = y[:, p:].reshape(b * t, -1, c)  # [B*T, S, C]
+        fused = self.fuser(tokens, steps).reshape(b, tn, c) + residual  # [B*T, N, C] -> [B, T*N, C]
         return torch.cat([y[:, :p], fused], dim=1) if p else fused
 
 

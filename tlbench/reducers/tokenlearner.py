@@ -39,8 +39,6 @@ class TokenLearnerReducer:
     def check(self, info: ModelInfo, variant: Variant) -> None:
         if variant.version not in VERSIONS:
             raise ConfigError(f"TokenLearner version must be 1.1 or 1.0, got {variant.version!r}")
-        if variant.fuser and info.time_steps > 1:
-            raise ConfigError(f"the TokenFuser is not built for video models ({info.name}); drop --fuser")
         if variant.fuser and variant.block_index == info.depth:
             raise ConfigError(
                 f"with the TokenFuser, p={variant.position} maps to block {variant.block_index} = "
@@ -54,9 +52,9 @@ class TokenLearnerReducer:
         return name + ("-fuser" if variant.fuser else "")
 
     def schedule(self, info: ModelInfo, variant: Variant, *, norms: bool = True) -> TokenSchedule:
-        """Blocks before k see P + N tokens, blocks from k on P + S. Without the fuser the sequence
-        stays at P + S to the pool; with it, every block from k on learns S tokens, runs on them
-        and fuses back, so P + N tokens reach the pool."""
+        """Blocks before k see P + N tokens, blocks from k on P + S (P + T*S on video). Without the
+        fuser the sequence stays at P + S to the pool; with it, every block from k on learns S
+        tokens (per time step), runs on them and fuses back, so P + N tokens reach the pool."""
         k, s = variant.block_index, variant.num_tokens
         if not variant.fuser:
             return before_block_schedule(info, variant, self.learner_macs(info, s, variant.version, norms))
@@ -76,14 +74,15 @@ class TokenLearnerReducer:
         return t * ((5 * n * d if norms else 0) + masking + s * n * d)
 
     def fuser_macs(self, info: ModelInfo, s: int, norms: bool = True) -> int:
-        """LN, mix over S, LN, LN of the original, the gate MLP, the gated einsum."""
-        n, d, b = info.num_patches, info.embed_dim, self.bottleneck_dim
+        """LN, mix over S, LN, LN of the original, the gate MLP, the gated einsum, once per time
+        step on video (N the patches of one step, S its learned tokens)."""
+        t, n, d, b = info.time_steps, info.spatial_patches, info.embed_dim, self.bottleneck_dim
         ln = 5 if norms else 0
-        return 2 * ln * s * d + d * s * s + ln * n * d + n * d * b + n * b * s + n * s * d
+        return t * (2 * ln * s * d + d * s * s + ln * n * d + n * d * b + n * b * s + n * s * d)
 
     def apply(self, model: nn.Module, info: ModelInfo, variant: Variant) -> nn.Module:
         """Insert a fresh TokenLearner as block k (later blocks shift by one), or wrap blocks
-        k..depth-1 as TokenFuserBlock (scenic's EncoderModFuser)."""
+        k..depth-1 as TokenFuserBlock (scenic's EncoderModFuser); on video, per time step."""
         dim, k, s = info.embed_dim, variant.block_index, variant.num_tokens
         grid = tuple(model.patch_embed.grid_size)
         prefix, device = info.num_prefix_tokens, model.pos_embed.device
@@ -97,6 +96,6 @@ class TokenLearnerReducer:
         blocks = list(model.blocks)
         for i in range(k, len(blocks)):
             fuser = TokenFuser(dim, s, self.bottleneck_dim).to(device)
-            blocks[i] = TokenFuserBlock(blocks[i], learner(), fuser, prefix)
+            blocks[i] = TokenFuserBlock(blocks[i], learner(), fuser, prefix, info.time_steps)
         model.blocks = nn.Sequential(*blocks)
         return model
