@@ -15,7 +15,7 @@ from tlbench.cli import app
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [
-    "--model", "vivit_cpu", "--positions", "0.5", "--tokens", "4", "--method", "tokenlearner,random",
+    "--model", "vivit_cpu", "--positions", "0.5", "--tokens", "4", "--set", "grid.methods=['tokenlearner','random']",
     "--set", "name=video", "--set", "speed.device=cpu", "--set", "speed.batch_size=2", "--set", "speed.time_cap_s=1",
     "--set", "quality.train_data=moving_mnist:frames=4", "--set", "quality.probe_data=['moving_mnist:frames=4']",
     "--set", "quality.steps=3", "--set", "quality.batch_size=8", "--set", "quality.shots=[1]",
