@@ -139,6 +139,9 @@ def check_inputs(config: SweepConfig) -> None:
         from tlbench.executors import check_executor
 
         check_executor(config.executor)
+    ckpt = config.model.checkpoint
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise ConfigError(f"model.checkpoint: no such file {ckpt} (a relative path is from the current directory)")
     q = config.quality
     if q.enabled:
         specs = ([q.train_data] if q.steps else []) + list(q.probe_data)
