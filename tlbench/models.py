@@ -327,14 +327,6 @@ def model_info(name: str, img_size: int | None = None, frames: int | None = None
     )
 
 
-def require_image(model: str, what: str, img_size: int | None = None) -> None:
-    """Refuse (one line) a video model in a stage that is built for images only."""
-    info = model_info(model, img_size)
-    if info.time_steps > 1:
-        raise ConfigError(f"{info.name} is a video model: {what} runs on images only so far "
-                          "(video has the compute stage: tlbench flops, or a sweep with speed and quality off)")  # fmt: skip
-
-
 def _check_frames(resolved: str, frames: int) -> None:
     """Frames are for video models, a positive multiple of the tubelet's time size."""
     if resolved not in VIDEO_MODELS:

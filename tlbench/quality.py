@@ -308,12 +308,13 @@ def check_data_fits(model: str, specs: Sequence[str], img_size: int | None = Non
     """DataError in one line when a dataset holds images for a video model, or clips for an image one."""
     info = model_info(model, img_size)
     video = info.time_steps > 1
+    if video:
+        have, kind, want = "images", "a video", "clips (moving_mnist, videos:PATH)"
+    else:
+        have, kind, want = "video clips", "an image", "images (mnist, digits, folder:PATH, cifar10, ...)"
     for spec in specs:
         if is_video_spec(spec) != video:
-            want = "clips (moving_mnist, videos:PATH)" if video else "images (mnist, digits, folder:PATH, cifar10, ...)"
-            kind = "video clips" if not video else "images"
-            raise DataError(f"{spec} holds {kind}, but {info.name} is {'a video' if video else 'an image'} "
-                            f"model: give it {want}")  # fmt: skip
+            raise DataError(f"{spec} holds {have}, but {info.name} is {kind} model: give it {want}")
 
 
 def adapt_steps(quality: QualityConfig, variant: Variant) -> int:
