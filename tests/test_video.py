@@ -386,3 +386,29 @@ def test_probe_with_a_checkpoint_that_does_not_fit_is_one_line(tmp_path: Path) -
     assert result.exit_code == 2, result.output
     fit = "image weights do not fit the video model: depth 6, not 8"
     assert result.output.strip() == f"error: checkpoint {path}: {fit}"
+
+
+@pytest.mark.parametrize("method", ["tokenlearner", "random"])
+def test_prefix_tokens_pass_and_each_time_step_is_reduced(method: str) -> None:
+    """A video ViT with register tokens: they pass the reducer untouched, every step gives S tokens."""
+    import dataclasses
+
+    from tlbench.reducers import get_reducer
+    from tlbench.video import create_video
+
+    torch.manual_seed(0)
+    model = create_video("vivit_cpu", img_size=None, frames=None, num_classes=10, reg_tokens=2).eval()
+    info = dataclasses.replace(model_info("vivit_cpu"), num_prefix_tokens=2)
+    variant = make_variant("vivit_cpu", 0.5, 8, method=method)
+    get_reducer(method).apply(model, info, variant)
+    layer = model.blocks[variant.block_index]
+    steps = torch.arange(4).repeat_interleave(64).float()  # each patch token carries its time step
+    patches = torch.randn(2, 256, 48) + 100 * steps[None, :, None]
+    prefix = torch.randn(2, 2, 48)
+    with torch.no_grad():
+        out = layer(torch.cat([prefix, patches], dim=1))
+        logits = model(torch.randn(2, 3, 8, 32, 32))
+    assert out.shape == (2, 2 + 4 * 8, 48) and logits.shape == (2, 10)
+    assert torch.equal(out[:, :2], prefix)
+    per_step = out[:, 2:].reshape(2, 4, 8, 48).mean(-1)  # TL pools a step's tokens, random keeps them
+    assert torch.all((per_step / 100).round() == torch.arange(4).float()[None, :, None])

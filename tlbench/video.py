@@ -126,8 +126,8 @@ def create_video(name: str, *, img_size: int | None, frames: int | None, num_cla
                               class_token=False, embed_layer=embed)  # fmt: skip
     if model.pos_embed is not None and model.pos_embed.device.type != "meta":
         pe = model.patch_embed
-        with torch.no_grad():
-            model.pos_embed.copy_(video_pos_embed(pe.time_steps, pe.grid_size, model.embed_dim).unsqueeze(0))
+        with torch.no_grad():  # the patch positions: timm puts register tokens' entries first
+            model.pos_embed[:, -pe.num_patches :].copy_(video_pos_embed(pe.time_steps, pe.grid_size, model.embed_dim))
     return model
 
 
