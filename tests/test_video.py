@@ -412,3 +412,11 @@ def test_prefix_tokens_pass_and_each_time_step_is_reduced(method: str) -> None:
     assert torch.equal(out[:, :2], prefix)
     per_step = out[:, 2:].reshape(2, 4, 8, 48).mean(-1)  # TL pools a step's tokens, random keeps them
     assert torch.all((per_step / 100).round() == torch.arange(4).float()[None, :, None])
+
+
+def test_cli_bench_times_clips() -> None:
+    result = runner.invoke(app, ["bench", "-m", "vivit_cpu", "--positions", "0.5", "--tokens", "8", "--rounds", "1",
+                                 "--batch-size", "1", "--device", "cpu", "--format", "csv"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("vivit_cpu,baseline") and "p0.5-s8" in lines[2]
