@@ -1,4 +1,4 @@
-"""Shared test setup: `--runslow` gates `slow` tests; `gpu` tests skip without CUDA."""
+"""Shared test setup: `--runslow` gates `slow` tests; `gpu` tests skip without CUDA; `one_thread`."""
 
 from __future__ import annotations
 
@@ -19,3 +19,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny forwards: two threads on a shared 2-core machine cost 10-100x more than one.
+    A module takes it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

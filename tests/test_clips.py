@@ -28,13 +28,7 @@ from tlbench.errors import DataError
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: two threads on a shared 2-core machine cost more than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_frames(clip: Path, n: int, *, gray: bool = False, shade: int = 0, size: int = 16) -> None:

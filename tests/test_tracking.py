@@ -25,12 +25,7 @@ from tlbench.tracking import (
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_maps_per_time_step_equal_the_learner_on_each_step() -> None:
@@ -109,8 +104,12 @@ def test_plot_maps_over_time_writes_png_and_pdf(tmp_path: Path) -> None:
     clips, boxes, labels = builtin_clips("moving_mnist", 2, per_class=1)
     maps = torch.rand(2, 4, 3, 8, 8)
     masks = box_masks(boxes, 8, 2, (32, 32))
-    paths = plot_maps_over_time(clips, masks, maps, np.array([1.0, 2.0, 3.0]), tmp_path / "f", "t", labels)
-    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    paths = plot_maps_over_time(
+        clips, masks, maps, np.array([1.0, 2.0, 3.0]), tmp_path / "f", "t", labels
+    )
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
+        p.stat().st_size > 0 for p in paths
+    )
 
 
 def test_clip_tracking_shapes(trained: Path) -> None:
@@ -119,5 +118,9 @@ def test_clip_tracking_shapes(trained: Path) -> None:
     model = load_model(from_checkpoint(trained, "vivit_cpu", 0.5, 8))
     clips, boxes, _ = builtin_clips("moving_mnist", 2, per_class=1)
     maps, masks, scores = clip_tracking(model, clips, boxes)
-    assert maps.shape == (2, 4, 8, 8, 8) and masks.shape == (2, 4, 32, 32) and scores.shape == (2, 4, 8)
+    assert (
+        maps.shape == (2, 4, 8, 8, 8)
+        and masks.shape == (2, 4, 32, 32)
+        and scores.shape == (2, 4, 8)
+    )
     assert torch.all(scores >= 0)

@@ -31,13 +31,7 @@ from tlbench.video import IMAGE_SOURCES, PerTimeStep, TubeletEmbed, inflate, vid
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny forwards: two threads on a shared 2-core machine cost 10-100x more than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_vivit_cpu_geometry_and_time_major_tokens() -> None:

@@ -34,7 +34,11 @@ def run_dir(tmp_path_factory) -> Path:
 def test_every_stage_runs_on_clips(run_dir: Path) -> None:
     rows = pd.read_json(run_dir / "rows.jsonl", lines=True)
     assert set(rows["variant"]) == {"baseline", "p0.5-s4", "random-p0.5-s4"}
-    for stage, metric in [("compute", "gflops"), ("speed", "throughput"), ("quality", "fewshot_acc")]:
+    for stage, metric in [
+        ("compute", "gflops"),
+        ("speed", "throughput"),
+        ("quality", "fewshot_acc"),
+    ]:
         got = rows[(rows["stage"] == stage) & (rows["metric"] == metric)]
         assert set(got["variant"]) == {"baseline", "p0.5-s4", "random-p0.5-s4"}, stage
     acc = rows[rows["metric"] == "fewshot_acc"]["value"]
@@ -45,7 +49,9 @@ def test_every_stage_runs_on_clips(run_dir: Path) -> None:
 
 def test_maps_over_time_and_tracking_scores(run_dir: Path) -> None:
     figures = run_dir / "figures"
-    assert (figures / "maps-p0.5-s4.png").stat().st_size > 0 and (figures / "maps-p0.5-s4.pdf").is_file()
+    assert (figures / "maps-p0.5-s4.png").stat().st_size > 0 and (
+        figures / "maps-p0.5-s4.pdf"
+    ).is_file()
     assert not (figures / "maps-random-p0.5-s4.png").exists()  # random drop has no maps
     tracking = pd.read_csv(figures / "tracking.csv")
     assert list(tracking["token"]) == [0, 1, 2, 3] and set(tracking["variant"]) == {"p0.5-s4"}
@@ -80,10 +86,23 @@ def test_resume_redoes_only_what_is_missing(run_dir: Path, tmp_path: Path) -> No
 
 def test_check_gates_video_compute(tmp_path: Path) -> None:
     path = tmp_path / "video.json"
-    new_baseline(path, [{"model": "vivit_cpu", "positions": [0.5], "tokens": [8], "method": "random", "frames": 4}])
+    new_baseline(
+        path,
+        [
+            {
+                "model": "vivit_cpu",
+                "positions": [0.5],
+                "tokens": [8],
+                "method": "random",
+                "frames": 4,
+            }
+        ],
+    )
     doc = json.loads(path.read_text())
     assert set(doc["models"][0]["variants"]) == {"baseline", "random-p0.5-s8"}
     assert runner.invoke(app, ["check", "--baseline", str(path)]).exit_code == 0
-    doc["models"][0]["variants"]["random-p0.5-s8"]["flops_ratio"] = 0.1  # claims more savings than real
+    doc["models"][0]["variants"]["random-p0.5-s8"]["flops_ratio"] = (
+        0.1  # claims more savings than real
+    )
     path.write_text(json.dumps(doc))
     assert runner.invoke(app, ["check", "--baseline", str(path)]).exit_code == 1

@@ -66,7 +66,13 @@ def parse_options(spec: str) -> MovingMNIST:
         except ValueError:
             raise DataError(f"{NAME} option {key} must be a number, got {text!r}") from None
     opts = MovingMNIST(**values)  # type: ignore[arg-type]
-    if opts.frames < 1 or opts.size < 8 or not 0.1 <= opts.digit <= 1 or opts.speed < 0 or opts.seed < 0:
+    if (
+        opts.frames < 1
+        or opts.size < 8
+        or not 0.1 <= opts.digit <= 1
+        or opts.speed < 0
+        or opts.seed < 0
+    ):
         raise DataError(
             f"{NAME} needs frames >= 1, size >= 8, 0.1 <= digit <= 1, speed >= 0 and seed >= 0, got {rest}"
         )

@@ -10,6 +10,7 @@ unchanged. Nothing here trains: the weights come from a training checkpoint (ada
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,17 @@ def _source(run: Path, meta: dict, r: dict) -> MapsSource:
         raise ConfigError(f"no training checkpoint for {name} under {run / 'checkpoints'} "
                           "(the quality stage writes them; a compute-only run has none)")  # fmt: skip
     return MapsSource(found[0], variant, meta.get("config", {}).get("model", {}).get("img_size"))
+
+
+def trained_sources(run: Path, meta: dict) -> Iterator[MapsSource]:
+    """Each TokenLearner variant of a run's manifest that has a finished training checkpoint."""
+    for r in meta.get("variants", []):
+        if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
+            continue
+        try:
+            yield _source(run, meta, r)
+        except ConfigError:  # no finished checkpoint
+            continue
 
 
 def from_checkpoint(path: str | Path, model: str, position: float | None, num_tokens: int,
@@ -296,13 +308,7 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
     several = len({r["model"] for r in meta.get("variants", [])}) > 1
     imgs = None  # loaded once, and only if some variant has a checkpoint
     rows, paths = [], []
-    for r in meta.get("variants", []):
-        if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
-            continue
-        try:
-            source = _source(run, meta, r)
-        except ConfigError:  # no finished checkpoint
-            continue
+    for source in trained_sources(run, meta):
         if imgs is None:
             imgs = builtin_images("digits", mass_count)
         maps = token_maps(load_model(source), imgs)

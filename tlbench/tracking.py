@@ -38,18 +38,26 @@ def tracking_scores(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     b, t, s, h, w = maps.shape
     cover = F.adaptive_avg_pool2d(masks, (h, w))  # [B, T, h, w]: box fraction of each patch
     wts = maps.flatten(3)  # [B, T, S, N]
-    inside = (wts * cover.flatten(2)[:, :, None]).sum(-1) / wts.sum(-1).clamp_min(1e-12)  # [B, T, S]
+    inside = (wts * cover.flatten(2)[:, :, None]).sum(-1) / wts.sum(-1).clamp_min(
+        1e-12
+    )  # [B, T, S]
     share = cover.flatten(2).mean(-1)  # [B, T]
     return inside / share.clamp_min(1e-12)[..., None]
 
 
-def builtin_clips(spec: str = "moving_mnist", count: int = 10, per_class: int = 1) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def builtin_clips(
+    spec: str = "moving_mnist", count: int = 10, per_class: int = 1
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The first `per_class` test clips of each class 0, 1, ... (up to `count` classes), by class:
     (clips [B, 1, F, H, W], boxes [B, F, 4], labels [B])."""
     from tlbench.data import load_splits
 
     test = load_splits(spec)[1]
-    picks = [int(i) for c in range(min(count, test.num_classes)) for i in np.flatnonzero(test.labels == c)[:per_class]]
+    picks = [
+        int(i)
+        for c in range(min(count, test.num_classes))
+        for i in np.flatnonzero(test.labels == c)[:per_class]
+    ]
     return test.images[picks], test.boxes[picks], test.labels[picks]
 
 
@@ -77,7 +85,9 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
                 ax = axes[j, i * t + k]
                 ax.imshow(steps[i, k], cmap="gray", vmin=0, vmax=1)
                 m = maps[i, k, j].numpy()
-                ax.imshow(m / max(m.max(), 1e-12), cmap="magma", alpha=0.6, extent=extent, vmin=0, vmax=1)
+                ax.imshow(
+                    m / max(m.max(), 1e-12), cmap="magma", alpha=0.6, extent=extent, vmin=0, vmax=1
+                )
                 ys, xs = np.nonzero(masks[i, k].numpy())
                 if len(ys):
                     ax.add_patch(Rectangle((xs.min() - 0.5, ys.min() - 0.5), xs.max() - xs.min() + 1,
@@ -87,7 +97,9 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
                 if j == 0:
                     head = f"t={k}" if labels is None or k else f"digit {labels[i]}\nt={k}"
                     ax.set_title(head, fontsize=7)
-        axes[j, 0].set_ylabel(f"token {j}\n{scores[j]:.2f}", fontsize=7, rotation=0, ha="right", va="center")
+        axes[j, 0].set_ylabel(
+            f"token {j}\n{scores[j]:.2f}", fontsize=7, rotation=0, ha="right", va="center"
+        )
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3, w_pad=0.05, h_pad=0.05)
@@ -99,7 +111,9 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
     return paths
 
 
-def clip_tracking(model: torch.nn.Module, clips: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def clip_tracking(
+    model: torch.nn.Module, clips: torch.Tensor, boxes: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(maps [B, T, S, h, w], box masks [B, T, H, W], scores [B, T, S]) of a TokenLearner video model."""
     from tlbench.maps import token_maps
 
@@ -116,19 +130,12 @@ def run_video_maps(run: Path, meta: dict, out: Path, spec: str, plot_count: int 
     (a row per variant and token: its tracking score over `per_class` test clips of each digit)."""
     import pandas as pd
 
-    from tlbench.errors import ConfigError
-    from tlbench.maps import _source, load_model
+    from tlbench.maps import load_model, trained_sources
 
     several = len({r["model"] for r in meta.get("variants", [])}) > 1
     data = None  # loaded once, and only if some variant has a checkpoint
     rows, paths = [], []
-    for r in meta.get("variants", []):
-        if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
-            continue
-        try:
-            source = _source(run, meta, r)
-        except ConfigError:  # no finished checkpoint
-            continue
+    for source in trained_sources(run, meta):
         if data is None:
             data = builtin_clips(spec, 10, per_class)
         clips, boxes, labels = data
