@@ -78,11 +78,16 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
     steps = frames.reshape(b, t, -1, *frames.shape[-2:]).amax(2).numpy()  # [B, T, H, W]
     height, width = steps.shape[-2:]
     extent = (0, width, height, 0)
-    fig, axes = plt.subplots(s, b * t, figsize=(0.62 * b * t + 0.9, 0.62 * s + 0.9), squeeze=False)
+    gap = 0.3  # a narrow empty column between clips
+    ratios = [1.0] * t + ([gap] + [1.0] * t) * (b - 1)
+    fig, axes = plt.subplots(s, len(ratios), figsize=(0.62 * sum(ratios) + 0.9, 0.62 * s + 1.0),
+                             squeeze=False, gridspec_kw={"width_ratios": ratios})  # fmt: skip
+    for ax in axes[:, t :: t + 1].flat:  # the gaps
+        ax.axis("off")
     for j in range(s):
         for i in range(b):
             for k in range(t):
-                ax = axes[j, i * t + k]
+                ax = axes[j, i * (t + 1) + k]
                 ax.imshow(steps[i, k], cmap="gray", vmin=0, vmax=1)
                 m = maps[i, k, j].numpy()
                 ax.imshow(
@@ -95,14 +100,22 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
-                    head = f"t={k}" if labels is None or k else f"digit {labels[i]}\nt={k}"
-                    ax.set_title(head, fontsize=7)
+                    ax.set_title(f"t={k}", fontsize=7, pad=2)
         axes[j, 0].set_ylabel(
             f"token {j}\n{scores[j]:.2f}", fontsize=7, rotation=0, ha="right", va="center"
         )
+    top = 1 - 0.45 / fig.get_figheight()  # room for the title and the clip labels
+    fig.tight_layout(pad=0.3, w_pad=0.05, h_pad=0.05, rect=(0, 0, 1, top))
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3, w_pad=0.05, h_pad=0.05)
+        fig.suptitle(title, fontsize=9, y=0.995, va="top")
+    if labels is not None:  # each clip's digit, centred over its time steps
+        for i in range(b):
+            left, right = (
+                axes[0, i * (t + 1)].get_position(),
+                axes[0, i * (t + 1) + t - 1].get_position(),
+            )
+            fig.text((left.x0 + right.x1) / 2, left.y1 + 0.2 / fig.get_figheight(), f"clip {i + 1}: digit {labels[i]}",
+                     ha="center", va="bottom", fontsize=8)  # fmt: skip
     paths = [Path(f"{out_stem}.png"), Path(f"{out_stem}.pdf")]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for p in paths:
