@@ -38,9 +38,8 @@ def tracking_scores(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     b, t, s, h, w = maps.shape
     cover = F.adaptive_avg_pool2d(masks, (h, w))  # [B, T, h, w]: box fraction of each patch
     wts = maps.flatten(3)  # [B, T, S, N]
-    inside = (wts * cover.flatten(2)[:, :, None]).sum(-1) / wts.sum(-1).clamp_min(
-        1e-12
-    )  # [B, T, S]
+    in_box = (wts * cover.flatten(2)[:, :, None]).sum(-1)  # [B, T, S]
+    inside = in_box / wts.sum(-1).clamp_min(1e-12)
     share = cover.flatten(2).mean(-1)  # [B, T]
     return inside / share.clamp_min(1e-12)[..., None]
 
