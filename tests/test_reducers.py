@@ -142,7 +142,8 @@ def test_variant_names_are_those_of_committed_results() -> None:
         grid = entry["grid"]
         names = {v.name for v in make_variants(
             entry["model"], grid.get("positions"), grid.get("tokens", [8, 16]), version=grid.get("version", "1.1"),
-            fuser=grid.get("fuser", False), img_size=grid.get("img_size"))}  # fmt: skip
+            fuser=grid.get("fuser", False), img_size=grid.get("img_size"), method=grid.get("method", "tokenlearner"),
+            frames=grid.get("frames"))}  # fmt: skip
         assert set(entry["variants"]) <= names, entry["model"]
 
 
