@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -244,6 +245,13 @@ def plot_maps(images: torch.Tensor, maps: torch.Tensor, out_stem: str | Path, ti
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return save_figure(fig, out_stem)
+
+
+def save_figure(fig: Any, out_stem: str | Path) -> list[Path]:
+    """OUT_STEM.png and OUT_STEM.pdf (the folder made if needed); the figure is closed."""
+    import matplotlib.pyplot as plt
+
     paths = [Path(f"{out_stem}.png"), Path(f"{out_stem}.pdf")]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for p in paths:

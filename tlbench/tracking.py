@@ -68,6 +68,7 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
+    from tlbench.maps import save_figure
     from tlbench.plots import _style
 
     _style()
@@ -115,12 +116,7 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
             )
             fig.text((left.x0 + right.x1) / 2, left.y1 + 0.2 / fig.get_figheight(), f"clip {i + 1}: digit {labels[i]}",
                      ha="center", va="bottom", fontsize=8)  # fmt: skip
-    paths = [Path(f"{out_stem}.png"), Path(f"{out_stem}.pdf")]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_stem)
 
 
 def clip_tracking(
