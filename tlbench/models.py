@@ -148,6 +148,11 @@ class ModelInfo:
     def frames(self) -> int:
         return self.time_steps * self.tubelet
 
+    @property
+    def clip_frames(self) -> int | None:
+        """Frames of a video model's input clip; None for an image model (its data are images)."""
+        return self.frames if self.time_steps > 1 else None
+
 
 @dataclass(frozen=True)
 class Variant:

@@ -220,7 +220,7 @@ def run_probe_variant(
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
     floor_check(variant, info, todo, q.batch_size, device, q.budget_s)
     what = _what(variant, todo, device, "distillation" if distill else "training")
-    shape = dict(img_size=info.img_size[0], frames=info.frames if info.time_steps > 1 else None)
+    shape = dict(img_size=info.img_size[0], frames=info.clip_frames)
     probes = [load_splits(spec, **shape, download=download) for spec in q.probe_data]
     for tr, _ in probes:
         check_shots(tr, q.shots)
@@ -394,8 +394,7 @@ def step_seconds_by_flops(
     flops = {v.name: analytic_flops(info, v) for v in variants}
     hi = max(variants, key=lambda v: flops[v.name])
     lo = min(variants, key=lambda v: flops[v.name])
-    frames = info.frames if info.time_steps > 1 else None
-    data = load_splits(train_data, img_size=info.img_size[0], frames=frames)[0]
+    data = load_splits(train_data, img_size=info.img_size[0], frames=info.clip_frames)[0]
 
     def measure(v: Variant) -> float:
         torch.manual_seed(0)
