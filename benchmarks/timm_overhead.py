@@ -35,7 +35,7 @@ def stock_model(name: str):  # -> nn.Module; torch imported lazily so --help is 
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    from tlbench.models import CUSTOM_MODELS
+    from tlbench.backbones.vit import CUSTOM_MODELS
 
     if name in CUSTOM_MODELS:
         return VisionTransformer(**CUSTOM_MODELS[name]).eval()
@@ -45,8 +45,8 @@ def stock_model(name: str):  # -> nn.Module; torch imported lazily so --help is 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from tlbench.models import build_model, make_variant
-        from tlbench.throughput import speedup_interval, time_interleaved
+        from tlbench.backbones.vit import build_model, make_variant
+        from tlbench.measure.throughput import speedup_interval, time_interleaved
 
         ours = build_model(make_variant(args.model))
         name = ours.tl_variant.model

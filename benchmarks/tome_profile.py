@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from tlbench.models import build_model, make_variant
+from tlbench.backbones.vit import build_model, make_variant
 from tlbench.reducers import tome
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import tlbench.check
-import tlbench.models
-from tlbench.check import FORMAT, new_baseline, read_baseline, run_check
+import tlbench.backbones.vit
+import tlbench.study.check
 from tlbench.cli import app
 from tlbench.errors import ConfigError, ResultsError
+from tlbench.study.check import FORMAT, new_baseline, read_baseline, run_check
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def test_bad_tolerance_on_the_command_line_is_one_line(tmp_path: Path, tol: str)
 def test_zero_tolerance_is_allowed(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "compute.json"
     path.write_text(json.dumps(_valid_doc()))
-    monkeypatch.setattr(tlbench.check, "measure", lambda grids: _valid_doc())
+    monkeypatch.setattr(tlbench.study.check, "measure", lambda grids: _valid_doc())
     findings, passed = run_check(path, tolerance=0)
     assert passed and {f.status for f in findings} == {"ok"}
 
@@ -223,7 +223,7 @@ def test_zero_tolerance_is_allowed(tmp_path: Path, monkeypatch) -> None:
 def test_a_recount_with_another_number_of_models_is_one_line(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "compute.json"
     path.write_text(json.dumps(_valid_doc()))
-    monkeypatch.setattr(tlbench.check, "measure", lambda grids: {**_valid_doc(), "models": []})
+    monkeypatch.setattr(tlbench.study.check, "measure", lambda grids: {**_valid_doc(), "models": []})
     with pytest.raises(ResultsError, match="recount yields 0 model entries for the baseline's 1"):
         run_check(path)
 

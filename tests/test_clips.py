@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from tlbench import clips
 from tlbench.cli import app
-from tlbench.data import (
+from tlbench.data import clips
+from tlbench.data.sources import (
     MNIST_TEST_PER_CLASS,
     _mnist,
     check_spec,
@@ -188,7 +188,7 @@ def test_sweep_on_a_missing_video_folder_is_one_line(tmp_path: Path) -> None:
 
 
 def test_probe_end_to_end_on_frame_folders(tmp_path: Path) -> None:
-    from tlbench.quality import run_probe
+    from tlbench.quality.probe import run_probe
 
     write_root(tmp_path / "train", per_class=4, frames=3)
     write_root(tmp_path / "test", per_class=2, frames=3)

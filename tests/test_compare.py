@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from tlbench import results
-from tlbench.check import RunFinding, compare_runs, passed
 from tlbench.errors import ConfigError, ResultsError
+from tlbench.study.check import RunFinding, compare_runs, passed
 
 ACC_TOL = 0.02
 
 
 @dataclass(frozen=True)
 class V:
-    """Stand-in for tlbench.models.Variant (what make_row reads), without importing torch."""
+    """Stand-in for tlbench.backbones.vit.Variant (what make_row reads), without importing torch."""
 
     model: str
     name: str

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tlbench.cli import app
-from tlbench.compare_models import compare_models, label
+from tlbench.study.compare_models import compare_models, label
 
 
 def test_rows_cover_variants_then_references() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from tlbench.config import SweepConfig, load_sweep
 from tlbench.errors import ConfigError
-from tlbench.sweep import expand
+from tlbench.study.sweep import expand
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tlbench.data import (
+from tlbench.data.sources import (
     check_spec,
     fit_images,
     iter_batches,

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlbench.adapt import distill_loss
+from tlbench.backbones.vit import build_model, make_variant
 from tlbench.config import QualityConfig
-from tlbench.models import build_model, make_variant
-from tlbench.quality import adapt_steps, freeze_before, run_probe, run_probe_variant
+from tlbench.quality.probe import adapt_steps, freeze_before, run_probe, run_probe_variant
+from tlbench.quality.train import distill_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(train_data="digits", probe_data=("digits",), batch_size=16, shots=(1, 3), seeds=2,
@@ -47,7 +47,7 @@ def test_distilled_variant_keeps_the_teachers_frozen_part_and_reports_agreement(
     """Train a baseline (the teacher), then distill TokenLearner at k = 2 into it: the patch
     embedding and blocks 0-1 stay the teacher's to the bit, later blocks move; the probe before
     distillation is the reducer off the shelf."""
-    from tlbench.adapt import _load
+    from tlbench.quality.train import _load
 
     base = run_probe("tiny", None, steps=3, checkpoint_dir=tmp_path / "base", **FAST)
     assert base.train is not None
@@ -75,7 +75,7 @@ def test_distill_sweep_writes_off_the_shelf_and_distilled_rows(tmp_path: Path) -
     with its teacher on every image, with pre-logit cosine 1."""
     from tlbench import load_results
     from tlbench.config import load_sweep
-    from tlbench.sweep import run_sweep
+    from tlbench.study.sweep import run_sweep
 
     config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
         "grid.methods=['random', 'tokenlearner']", "grid.positions=[0.5]", "grid.tokens=[4, 16]",

@@ -18,12 +18,13 @@ import pytest
 import submitit
 from typer.testing import CliRunner
 
-from tlbench import results, shards
+from tlbench import results
 from tlbench.cli import app
 from tlbench.config import load_sweep
-from tlbench.executors import UnitJob, phases, running_jobs, submit, waves
-from tlbench.status import run_status
-from tlbench.sweep import by_model, expand, run_sweep
+from tlbench.study import shards
+from tlbench.study.executors import UnitJob, phases, running_jobs, submit, waves
+from tlbench.study.status import run_status
+from tlbench.study.sweep import by_model, expand, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "smoke.toml"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tlbench.data import ImageSet
+from tlbench.data.sources import ImageSet
 from tlbench.errors import DataError
-from tlbench.fewshot import (
+from tlbench.quality.fewshot import (
     BIAS,
     FewShotRecord,
     check_shots,
@@ -146,7 +146,7 @@ def test_check_shots_names_the_class() -> None:
 
 
 def test_extract_features_shape_and_mode() -> None:
-    from tlbench.models import build_variant
+    from tlbench.backbones.vit import build_variant
 
     model = build_variant("tiny", position=0.5, num_tokens=4, num_classes=3).train()
     images = torch.rand(5, 1, 32, 32)

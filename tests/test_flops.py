@@ -6,8 +6,9 @@ import pytest
 import torch
 from timm.layers import set_fused_attn
 
+from tlbench.backbones.vit import build_model, make_variants, model_info
 from tlbench.errors import FlopCountError
-from tlbench.flops import (
+from tlbench.measure.flops import (
     ZERO_COST_OPS,
     analytic_flops,
     count_flops,
@@ -15,8 +16,7 @@ from tlbench.flops import (
     einsum_macs,
     flopcounter_macs,
 )
-from tlbench.models import build_model, make_variants, model_info
-from tlbench.tokenlearner import TokenLearner, TokenLearnerLayer
+from tlbench.reducers.modules import TokenLearner, TokenLearnerLayer
 
 TINY_VARIANTS = (
     make_variants("tiny", [0.0, 0.25, 0.5, 0.75, 1.0], [1, 4, 8])
@@ -118,7 +118,7 @@ def test_einsum_count_is_exact(eq: str, shapes: list[list[int]], macs: int) -> N
 
 
 def _closed_form_macs(depth: int, width: int, tokens: int, patch: int, mlp: int, classes: int) -> int:
-    """A ViT's multiply-adds without norms, written out here (independent of tlbench.flops):
+    """A ViT's multiply-adds without norms, written out here (independent of tlbench.measure.flops):
     patch embedding, per block qkv + QK^T + AV + projection + MLP, and the head."""
     block = tokens * width * 3 * width + 2 * tokens * tokens * width + tokens * width * width
     block += 2 * tokens * width * mlp

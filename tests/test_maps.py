@@ -10,12 +10,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from tlbench.adapt import train
+from tlbench.backbones.vit import build_variant, make_variant
 from tlbench.cli import app
-from tlbench.data import load_splits
+from tlbench.data.sources import load_splits
 from tlbench.errors import ConfigError
-from tlbench.manifest import _variant_record
-from tlbench.maps import (
+from tlbench.quality.probe import checkpoint_name
+from tlbench.quality.train import train
+from tlbench.report.maps import (
     builtin_images,
     digit_mass,
     from_checkpoint,
@@ -23,8 +24,7 @@ from tlbench.maps import (
     plot_maps,
     token_maps,
 )
-from tlbench.models import build_variant, make_variant
-from tlbench.quality import checkpoint_name
+from tlbench.study.manifest import _variant_record
 
 runner = CliRunner()
 

@@ -12,9 +12,8 @@ import torch
 from timm.layers import LayerNorm, RmsNorm, SwiGLU
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
-from tlbench.errors import ConfigError
-from tlbench.flops import analytic_flops, count_flops
-from tlbench.models import (
+from tlbench.backbones.support import _timm_vit_names
+from tlbench.backbones.vit import (
     block_index,
     build_sharing,
     build_variant,
@@ -26,8 +25,9 @@ from tlbench.models import (
     unsupported_reason,
     vit_names,
 )
-from tlbench.support import _timm_vit_names
-from tlbench.tokenlearner import TokenFuserBlock, TokenLearnerLayer
+from tlbench.errors import ConfigError
+from tlbench.measure.flops import analytic_flops, count_flops
+from tlbench.reducers.modules import TokenFuserBlock, TokenLearnerLayer
 
 
 def test_aliases_resolve_to_timm_names() -> None:

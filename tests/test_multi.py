@@ -13,7 +13,7 @@ from tlbench import load_results
 from tlbench.cli import app
 from tlbench.config import load_sweep
 from tlbench.errors import ConfigError
-from tlbench.sweep import expand, run_sweep
+from tlbench.study.sweep import expand, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "sweeps" / "smoke.toml"

@@ -9,7 +9,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from tlbench.plots import (
+from tlbench.report.plots import (
     POSITION_MARKERS,
     accuracy_vs_gflops,
     accuracy_vs_position_adapt,

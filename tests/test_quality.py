@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tlbench.adapt import BudgetExceeded
 from tlbench.cli import app
 from tlbench.errors import ConfigError
-from tlbench.quality import run_probe, summary_rows
+from tlbench.quality.probe import run_probe, summary_rows
+from tlbench.quality.train import BudgetExceeded
 
 FAST = {
     "train_data": "digits",
@@ -119,12 +119,12 @@ def test_cli_too_few_images_per_class(tmp_path: Path) -> None:
 
 
 def test_hopeless_budget_is_refused_from_flops_before_building(monkeypatch) -> None:
-    import tlbench.quality
+    import tlbench.quality.probe
 
     def no_build(*args, **kwargs):
         raise AssertionError("the FLOP floor must refuse before any model is built")
 
-    monkeypatch.setattr(tlbench.quality, "build_model", no_build)
+    monkeypatch.setattr(tlbench.quality.probe, "build_model", no_build)
     with pytest.raises(BudgetExceeded, match=r"from its FLOPs.*over the budget"):
         run_probe("vit_b16", 0.25, 8, steps=400, budget_s=60, device="cpu")
 

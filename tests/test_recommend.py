@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tlbench.cli import app
-from tlbench.recommend import Budget, recommend
+from tlbench.report.recommend import Budget, recommend
 
 ROOT = Path(__file__).resolve().parents[1] / "results"
 runner = CliRunner()

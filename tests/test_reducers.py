@@ -11,9 +11,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from tlbench.errors import ConfigError
-from tlbench.flops import analytic_flops, count_flops, count_flops_composed
-from tlbench.models import (
+from tlbench.backbones.vit import (
     Variant,
     build_model,
     build_sharing,
@@ -21,6 +19,8 @@ from tlbench.models import (
     make_variants,
     model_info,
 )
+from tlbench.errors import ConfigError
+from tlbench.measure.flops import analytic_flops, count_flops, count_flops_composed
 from tlbench.reducers import NEEDS, REDUCERS, WHERE, TokenSchedule, get_reducer, token_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_a_sweep_over_methods_rows_and_figures(tmp_path: Path) -> None:
     """grid.methods: one baseline, every method's grid, a method column, one colour per method."""
     from tlbench import load_results
     from tlbench.config import load_sweep
-    from tlbench.sweep import run_sweep
+    from tlbench.study.sweep import run_sweep
 
     config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
         f"grid.methods={json.dumps(METHODS)}", "grid.positions=[0, 0.5]",
@@ -205,7 +205,7 @@ def test_a_sweep_file_naming_an_unknown_method_is_one_line(tmp_path: Path) -> No
 def test_every_method_and_token_count_gets_its_own_line_style() -> None:
     import pandas as pd
 
-    from tlbench.plots import _palette
+    from tlbench.report.plots import _palette
 
     keys = pd.Series([(m, s) for m in METHODS for s in (8, 16)])
     styles = _palette(keys)
@@ -220,7 +220,7 @@ def test_off_the_shelf_inserts_each_reducer_into_the_trained_baseline(tmp_path: 
     trained baseline's weights were loaded; keeping 4 is not."""
     from tlbench import load_results
     from tlbench.config import load_sweep
-    from tlbench.sweep import run_sweep
+    from tlbench.study.sweep import run_sweep
 
     config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
         "grid.methods=['random', 'pool']", "grid.positions=[0.5, 1]", "grid.tokens=[4, 16]",
@@ -236,7 +236,7 @@ def test_off_the_shelf_inserts_each_reducer_into_the_trained_baseline(tmp_path: 
 
 def test_off_the_shelf_without_a_baseline_is_refused(tmp_path: Path) -> None:
     from tlbench.config import load_sweep
-    from tlbench.sweep import run_sweep
+    from tlbench.study.sweep import run_sweep
 
     config = load_sweep(ROOT / "sweeps" / "smoke.toml",
                         overrides=["quality.adapt='none'", "grid.baseline=false"])  # fmt: skip
@@ -283,7 +283,7 @@ def test_off_the_shelf_with_zero_steps_probes_the_models_own_weights(tmp_path: P
     """adapt = none with 0 steps (a pretrained model's case): nothing trains, nothing is missing."""
     from tlbench import load_results
     from tlbench.config import load_sweep
-    from tlbench.sweep import run_sweep
+    from tlbench.study.sweep import run_sweep
 
     config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
         "grid.methods=['random']", "grid.positions=[0.5]", "grid.tokens=[16]", "quality.steps=0",

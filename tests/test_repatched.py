@@ -13,8 +13,8 @@ import pytest
 import torch
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
-from tlbench.flops import analytic_flops, count_flops_composed
-from tlbench.models import (
+from tlbench.backbones.support import NO_INIT
+from tlbench.backbones.vit import (
     _create,
     apply_reducer,
     build_variant,
@@ -22,7 +22,7 @@ from tlbench.models import (
     make_variant,
     model_info,
 )
-from tlbench.support import NO_INIT
+from tlbench.measure.flops import analytic_flops, count_flops_composed
 
 GEOMETRY = {  # alias: (depth, width, heads, MLP, patch, patch tokens at 224 px)
     "vit_l10": (24, 1024, 16, 4096, 10, 22 * 22),

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tlbench import results
+from tlbench.backbones.vit import Variant
 from tlbench.errors import ResultsError
-from tlbench.models import Variant
 
 BASE = Variant("tiny", None, None, None)
 TL = Variant("tiny", 0.5, 2, 4)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tlbench.cli import app
 from tlbench.files import RunLock, lock_holder
-from tlbench.status import run_status
+from tlbench.study.status import run_status
 
 ROOT = Path(__file__).resolve().parents[1] / "results"
 RUN = sorted(p.parent for p in (ROOT / "default").glob("*/manifest.json"))[-1]

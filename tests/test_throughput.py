@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from tlbench import throughput
-from tlbench.bench import RECORD_KEYS, bench_variants
+from tlbench.backbones.vit import build_variant
 from tlbench.cli import app
 from tlbench.errors import ConfigError
-from tlbench.models import build_variant
-from tlbench.throughput import (
+from tlbench.measure import throughput
+from tlbench.measure.bench import RECORD_KEYS, bench_variants
+from tlbench.measure.throughput import (
     SCHEDULES,
     UNRELIABLE,
     Speedup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
+from tlbench.reducers.modules import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.0"])

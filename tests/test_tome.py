@@ -10,10 +10,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tlbench.backbones.vit import (
+    build_model,
+    build_sharing,
+    make_variant,
+    make_variants,
+    model_info,
+)
 from tlbench.cli import app
 from tlbench.errors import ConfigError
-from tlbench.flops import analytic_flops, count_flops
-from tlbench.models import build_model, build_sharing, make_variant, make_variants, model_info
+from tlbench.measure.flops import analytic_flops, count_flops
 from tlbench.reducers import token_schedule
 from tlbench.reducers.tome import (
     attention_with_keys,
@@ -184,7 +190,7 @@ def test_a_bad_param_on_the_command_line_is_one_line(param: str, match: str) -> 
 
 def test_sweep_option_tables_give_a_grid_and_are_checked() -> None:
     from tlbench.config import load_sweep
-    from tlbench.sweep import expand
+    from tlbench.study.sweep import expand
 
     smoke = ROOT / "sweeps" / "smoke.toml"
     config = load_sweep(smoke, ["grid.methods=['tome_r']", "grid.positions=[0]", "grid.options.tome_r.r=[2, 4]"])
@@ -201,7 +207,7 @@ def test_sweep_option_tables_give_a_grid_and_are_checked() -> None:
 
 def test_manifests_list_params_only_when_set() -> None:
     from tlbench.config import load_sweep
-    from tlbench.manifest import _variant_record
+    from tlbench.study.manifest import _variant_record
 
     assert "params" not in _variant_record(make_variant("tiny", 0.5, 4))
     record = _variant_record(make_variant("tiny", 0, method="tome_r", params={"r": 2}))

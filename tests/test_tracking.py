@@ -9,12 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tlbench.adapt import train
+from tlbench.backbones.vit import build_model, make_variant
 from tlbench.cli import app
-from tlbench.data import load_splits
-from tlbench.maps import token_maps
-from tlbench.models import build_model, make_variant
-from tlbench.tracking import (
+from tlbench.data.sources import load_splits
+from tlbench.quality.train import train
+from tlbench.report.maps import token_maps
+from tlbench.report.tracking import (
     box_masks,
     builtin_clips,
     clip_tracking,
@@ -113,7 +113,7 @@ def test_plot_maps_over_time_writes_png_and_pdf(tmp_path: Path) -> None:
 
 
 def test_clip_tracking_shapes(trained: Path) -> None:
-    from tlbench.maps import from_checkpoint, load_model
+    from tlbench.report.maps import from_checkpoint, load_model
 
     model = load_model(from_checkpoint(trained, "vivit_cpu", 0.5, 8))
     clips, boxes, _ = builtin_clips("moving_mnist", 2, per_class=1)

@@ -12,10 +12,14 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
-from tlbench.cli import app
-from tlbench.errors import ConfigError
-from tlbench.flops import analytic_flops, count_flops, count_variants
-from tlbench.models import (
+from tlbench.backbones.video import (
+    IMAGE_SOURCES,
+    PerTimeStep,
+    TubeletEmbed,
+    inflate,
+    video_pos_embed,
+)
+from tlbench.backbones.vit import (
     CUSTOM_MODELS,
     build_model,
     build_sharing,
@@ -24,9 +28,11 @@ from tlbench.models import (
     model_info,
     pre_logits,
 )
+from tlbench.cli import app
+from tlbench.errors import ConfigError
+from tlbench.measure.flops import analytic_flops, count_flops, count_variants
 from tlbench.reducers import REDUCERS
-from tlbench.tokenlearner import TokenLearner
-from tlbench.video import IMAGE_SOURCES, PerTimeStep, TubeletEmbed, inflate, video_pos_embed
+from tlbench.reducers.modules import TokenLearner
 
 runner = CliRunner()
 
@@ -387,8 +393,8 @@ def test_prefix_tokens_pass_and_each_time_step_is_reduced(method: str) -> None:
     """A video ViT with register tokens: they pass the reducer untouched, every step gives S tokens."""
     import dataclasses
 
+    from tlbench.backbones.video import create_video
     from tlbench.reducers import get_reducer
-    from tlbench.video import create_video
 
     torch.manual_seed(0)
     model = create_video("vivit_cpu", img_size=None, frames=None, num_classes=10, reg_tokens=2).eval()

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tlbench.check import new_baseline
 from tlbench.cli import app
+from tlbench.study.check import new_baseline
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

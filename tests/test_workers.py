@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tlbench.workers import Failure, WorkerPool
+from tlbench.study.workers import Failure, WorkerPool
 
 
 def square_or_fail(x: int) -> int:
@@ -49,7 +49,7 @@ def test_workers_die_with_their_parent(tmp_path: Path, sig: signal.Signals) -> N
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import os, time
-        from tlbench.workers import WorkerPool
+        from tlbench.study.workers import WorkerPool
 
         def sleep_forever(x):
             open(r"{tmp_path}/worker-%d" % os.getpid(), "w").close()

@@ -10,14 +10,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "build_variant": "tlbench.models",
-    "make_variants": "tlbench.models",
-    "count_flops": "tlbench.flops",
-    "run_sweep": "tlbench.sweep",
+    "build_variant": "tlbench.backbones.vit",
+    "make_variants": "tlbench.backbones.vit",
+    "count_flops": "tlbench.measure.flops",
+    "run_sweep": "tlbench.study.sweep",
     "load_sweep": "tlbench.config",
     "load_results": "tlbench.results",
-    "fewshot_accuracy": "tlbench.fewshot",
-    "measure_throughput": "tlbench.throughput",
+    "fewshot_accuracy": "tlbench.quality.fewshot",
+    "measure_throughput": "tlbench.measure.throughput",
 }
 __all__ = ["__version__", *_PUBLIC]
 

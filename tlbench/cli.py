@@ -112,7 +112,7 @@ def models(
     all_timm: bool = typer.Option(False, "--all", help="Also list every timm ViT name tlbench accepts."),
 ) -> None:
     """List model aliases and which timm ViTs work."""
-    from tlbench.models import (
+    from tlbench.backbones.vit import (
         ALIASES,
         CUSTOM_MODELS,
         DESCRIPTIONS,
@@ -159,8 +159,8 @@ def flops(
     with user_errors():
         check_format(fmt)
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
-        from tlbench.flops import count_variants
-        from tlbench.models import VIDEO_MODELS, make_variants
+        from tlbench.backbones.vit import VIDEO_MODELS, make_variants
+        from tlbench.measure.flops import count_variants
 
         variants = make_variants(model, pos, toks, baseline=baseline, version=version, fuser=fuser,
                                  img_size=img_size, method=method, params=parse_params(param),
@@ -195,8 +195,8 @@ def compare_models(
 ) -> None:
     """GFLOPs and parameters of several models, with TokenLearner and plain, in one table."""
     with user_errors():
-        from tlbench.compare_models import compare_models as count
-        from tlbench.compare_models import label, write_comparison
+        from tlbench.study.compare_models import compare_models as count
+        from tlbench.study.compare_models import label, write_comparison
 
         pos, toks = parse_floats(positions, "--positions") or [], parse_ints(tokens, "--tokens") or []
         rows = count(model, pos, toks, reference, version=version)
@@ -231,7 +231,7 @@ def maps(
 ) -> None:
     """Draw each learned token's map over a few images (no training: stored weights only)."""
     with user_errors():
-        from tlbench import maps as lib
+        from tlbench.report import maps as lib
 
         if every:
             if run_dir is None or variant or checkpoint is not None or images is not None:
@@ -252,7 +252,7 @@ def maps(
             source = lib.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)
         imgs = None
         if images is not None:
-            from tlbench.models import model_info
+            from tlbench.backbones.vit import model_info
 
             info = model_info(source.variant.model, source.img_size)
             if info.time_steps > 1:
@@ -308,7 +308,7 @@ def bench(
             raise ConfigError(f"--threads must be >= 1; got {threads}")
         if time_cap is not None and not time_cap > 0:
             raise ConfigError(f"--time-cap must be a positive number of seconds; got {time_cap}")
-        from tlbench.bench import bench_variants
+        from tlbench.measure.bench import bench_variants
 
         with err_console.status("benchmarking") as status:
             records = bench_variants(
@@ -381,7 +381,7 @@ def sweep(
             from dataclasses import replace
 
             cfg = replace(cfg, name="-".join(names))  # a folder name: no commas
-        from tlbench.sweep import run_sweep
+        from tlbench.study.sweep import run_sweep
 
         with bar:
             result = run_sweep(cfg, out, resume=resume, progress=bar.event, executor=executor)
@@ -505,7 +505,7 @@ def plot(
 ) -> None:
     """Render the paper-style figures (PNG + PDF) from a run's results table."""
     with user_errors():
-        from tlbench.plots import plot_results
+        from tlbench.report.plots import plot_results
         from tlbench.results import adapt_mode, load_results, not_done
 
         written = plot_results(load_results(run_dir), out or run_dir / "figures", not_done(run_dir),
@@ -527,7 +527,7 @@ def check(
     with user_errors():
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
-        from tlbench.check import run_check
+        from tlbench.study.check import run_check
 
         findings, passed = run_check(baseline, update=update, tolerance=tolerance)
     heads = ("model", "variant", "status", "stored ratio", "current ratio", "stored GFLOPs", "current GFLOPs", "note")
@@ -566,7 +566,7 @@ def compare(
     with user_errors():
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
-        from tlbench.check import ACC_TOL, compare_runs, passed
+        from tlbench.study.check import ACC_TOL, compare_runs, passed
 
         findings = compare_runs(run, reference, acc_tol=ACC_TOL if acc_tol is None else acc_tol,
                                 per_shots=per_shots)  # fmt: skip
@@ -649,9 +649,9 @@ def probe(
             TimeElapsedColumn,
         )
 
-        from tlbench.adapt import BudgetExceeded
-        from tlbench.quality import run_probe, summary_rows
-        from tlbench.throughput import resolve_device
+        from tlbench.measure.throughput import resolve_device
+        from tlbench.quality.probe import run_probe, summary_rows
+        from tlbench.quality.train import BudgetExceeded
 
         if threads:
             torch.set_num_threads(threads)
@@ -714,8 +714,8 @@ def recommend(
     """
     with user_errors():
         check_format(fmt)
-        from tlbench.recommend import FITS, OVER, Budget, to_records
-        from tlbench.recommend import recommend as run_recommend
+        from tlbench.report.recommend import FITS, OVER, Budget, to_records
+        from tlbench.report.recommend import recommend as run_recommend
 
         datasets = [d.strip() for item in dataset for d in item.split(",") if d.strip()]
         budget = Budget(max_gflops, min_speedup, max_accuracy_drop)
@@ -772,7 +772,7 @@ def status(
     with user_errors():
         if fmt not in ("table", "json"):
             raise ConfigError(f"--format must be table or json; got {fmt!r}")
-        from tlbench.status import run_status
+        from tlbench.study.status import run_status
 
         st = run_status(run_dir)
     if fmt == "json":

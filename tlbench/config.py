@@ -80,7 +80,7 @@ class SpeedConfig:
 @dataclass(frozen=True)
 class QualityConfig:
     """The quality stage's knobs, the one place their defaults live: sweeps, `tlbench probe` and
-    tlbench.quality all take this record whole."""
+    tlbench.quality.probe all take this record whole."""
 
     enabled: bool = True
     train_data: str = "mnist"  # pre-training set: built-in, folder:PATH, or cifar10:ROOT ...

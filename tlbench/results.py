@@ -59,7 +59,7 @@ UNIT_OF_STAGE = {"quality_init": "quality"}  # row stage -> the unit that writes
 
 
 def make_row(variant: Any, stage: str, metric: str, value: float, **extra: Any) -> dict[str, Any]:
-    """One long-format row for a tlbench.models.Variant; extra columns (shots, seed, ...) as given."""
+    """One long-format row for a tlbench.backbones.vit.Variant; extra columns (shots, seed, ...) as given."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; add it to results.METRICS")
     return {

@@ -27,7 +27,7 @@ from tlbench.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 # What a reducer may need from the model to act, and the places it may act at.
 NEEDS = ("grid", "keys", "cls_attention", "sizes")

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from tlbench.backbones.video import PerTimeStep
 from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule
-from tlbench.video import PerTimeStep
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 
 class PatchTokensLayer(nn.Module):

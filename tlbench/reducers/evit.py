@@ -24,7 +24,7 @@ from tlbench.reducers.topk import (
 )
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 
 class KeepAndFuse(nn.Module):

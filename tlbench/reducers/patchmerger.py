@@ -15,7 +15,7 @@ from tlbench.reducers import register_reducer
 from tlbench.reducers._common import BeforeBlockReducer
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 
 class PatchMerger(nn.Module):

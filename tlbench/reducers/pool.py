@@ -19,7 +19,7 @@ from tlbench.reducers import register_reducer
 from tlbench.reducers._common import BeforeBlockReducer, only_defaults
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 
 def pooled_grid(s: int, grid: tuple[int, int]) -> tuple[int, int] | None:

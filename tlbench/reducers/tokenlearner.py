@@ -1,6 +1,6 @@
 """TokenLearner as a reducer: v1.1 and v1.0 before block k, or with the TokenFuser from block k on.
 
-The modules themselves are in tlbench.tokenlearner (a port of scenic's); this file says where they
+The modules themselves are in tlbench.reducers.modules (a port of scenic's); this file says where they
 go in a timm ViT and what they cost. Variant names are the ones tlbench has always written
 ('p0.25-s8', '-v1.0', '-fuser'): committed results and the CI baseline are keyed by them.
 """
@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
+from tlbench.backbones.video import PerTimeStep
 from tlbench.errors import ConfigError
 from tlbench.reducers import TokenSchedule, register_reducer
 from tlbench.reducers._common import before_block_schedule, insert_before_block, plain_label
-from tlbench.tokenlearner import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
-from tlbench.video import PerTimeStep
+from tlbench.reducers.modules import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 VERSIONS = ("1.1", "1.0")
 

@@ -34,7 +34,7 @@ from tlbench.reducers import TokenSchedule, register_reducer
 from tlbench.reducers.topk import InBlockReducer
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 Plan = tuple[tuple[int, ...], ...]  # per block from k on: the tokens merged in each round
 

@@ -21,7 +21,7 @@ from tlbench.reducers import TokenSchedule, register_reducer
 from tlbench.reducers._common import only_defaults, plain_label
 
 if TYPE_CHECKING:
-    from tlbench.models import ModelInfo, Variant
+    from tlbench.backbones.vit import ModelInfo, Variant
 
 
 def attention_with_scores(attn: nn.Module, x: torch.Tensor, use_cls: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench import files
-from tlbench.data import ImageSet, iter_batches, normalize
+from tlbench.data.sources import ImageSet, iter_batches, normalize
 from tlbench.errors import ConfigError, TLBenchError
 
 ProgressFn = Callable[[int, int, float], None]  # (step done, total steps, loss)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tlbench.throughput import (
+from tlbench.measure.throughput import (
     TARGET_CI,
     Progress,
     check_counts,
@@ -81,9 +81,9 @@ def bench_variants(
     # validate cheap arguments before building anything
     resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
     check_counts(rounds=rounds, iters=iters, warmup=warmup)
-    from tlbench.flops import count_flops
-    from tlbench.models import build_sharing, make_variants
-    from tlbench.throughput import input_size_of
+    from tlbench.backbones.vit import build_sharing, make_variants
+    from tlbench.measure.flops import count_flops
+    from tlbench.measure.throughput import input_size_of
 
     report = progress or (lambda _msg: None)
     positions = list(DEFAULT_POSITIONS if positions is None else positions)

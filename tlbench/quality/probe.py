@@ -23,7 +23,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench.adapt import (
+from tlbench.backbones.vit import ModelInfo, Variant, build_model, make_variant, model_info
+from tlbench.config import QualityConfig
+from tlbench.data.sources import (
+    ImageSet,
+    is_video_spec,
+    iter_batches,
+    load_splits,
+    normalize,
+    parse_spec,
+)
+from tlbench.errors import ConfigError, DataError
+from tlbench.measure.flops import analytic_flops
+from tlbench.measure.throughput import resolve_device
+from tlbench.quality.fewshot import (
+    FewShotRecord,
+    check_shots,
+    extract_features,
+    fewshot_grid,
+    support_union,
+)
+from tlbench.quality.train import (
     ProgressFn,
     TrainResult,
     batch_args,
@@ -34,19 +54,6 @@ from tlbench.adapt import (
     measure_step_seconds,
     train,
 )
-from tlbench.config import QualityConfig
-from tlbench.data import ImageSet, is_video_spec, iter_batches, load_splits, normalize, parse_spec
-from tlbench.errors import ConfigError, DataError
-from tlbench.fewshot import (
-    FewShotRecord,
-    check_shots,
-    extract_features,
-    fewshot_grid,
-    support_union,
-)
-from tlbench.flops import analytic_flops
-from tlbench.models import ModelInfo, Variant, build_model, make_variant, model_info
-from tlbench.throughput import resolve_device
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,7 @@ def run_probe_variant(
     frozen features.
 
     Args:
-        variant: from tlbench.models.make_variant(s).
+        variant: from tlbench.backbones.vit.make_variant(s).
         quality: the stage's settings, whole (tlbench.config.QualityConfig; None: the defaults).
             quality.adapt decides what a reducer variant gets: "scratch" trains it with labels for
             `steps`; "none" probes it as inserted into the backbone; "distill" inserts it, then
@@ -343,7 +350,7 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, data: ImageSet, de
                       batch_size: int = 256) -> tuple[float, float]:  # fmt: skip
     """(top-1 agreement, mean pre-logit cosine) of student and teacher on `data`: how much of the
     teacher a retrofitted variant keeps, label-free."""
-    from tlbench.adapt import outputs
+    from tlbench.quality.train import outputs
 
     student.to(device).eval()
     teacher.to(device).eval()

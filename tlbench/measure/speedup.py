@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # only `round_ms` is read; a runtime import would be a cycle
-    from tlbench.throughput import Timing
+    from tlbench.measure.throughput import Timing
 
 TARGET_CI = 0.05  # adaptive rounds stop when every speedup's relative CI half-width is below this
 # pyperf warns when the std exceeds 10% of the mean; a CI half-width beyond 10% of the speedup

@@ -30,9 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.errors import ConfigError
-from tlbench.reducers import DEFAULT_METHOD, REDUCERS, check_params, get_reducer
-from tlbench.support import (
+from tlbench.backbones.support import (
     NO_INIT,
     SUPPORTED,
     _probe_reason,
@@ -40,7 +38,7 @@ from tlbench.support import (
     unsupported_reason,
     vit_names,
 )
-from tlbench.video import (
+from tlbench.backbones.video import (
     IMAGE_SOURCES,
     VIDEO_DESCRIPTIONS,
     VIDEO_MODELS,
@@ -48,6 +46,8 @@ from tlbench.video import (
     inflate,
     is_video,
 )
+from tlbench.errors import ConfigError
+from tlbench.reducers import DEFAULT_METHOD, REDUCERS, check_params, get_reducer
 
 # The one alias table: short names for the paper's models and a few more.
 ALIASES: dict[str, str] = {
@@ -88,7 +88,7 @@ CUSTOM_MODELS: dict[str, dict[str, Any]] = {
     "vit_cpu6_w32_p8": dict(img_size=32, patch_size=8, embed_dim=32, depth=6, num_heads=2,
                             mlp_ratio=2.0, class_token=False, weight_init="jax"),  # fmt: skip
 }
-# vivit_cpu's image source (tlbench.video.IMAGE_SOURCES): vit_cpu6 at vivit_cpu's depth. Train it
+# vivit_cpu's image source (tlbench.backbones.video.IMAGE_SOURCES): vit_cpu6 at vivit_cpu's depth. Train it
 # on images and give its checkpoint to vivit_cpu, which inflates it.
 CUSTOM_MODELS["vit_cpu8"] = dict(CUSTOM_MODELS["vit_cpu6"], depth=8)
 SINCOS_INIT = set(CUSTOM_MODELS) - {"tiny"}  # every CPU-sized model; tiny keeps timm's init
@@ -134,7 +134,7 @@ class ModelInfo:
     num_prefix_tokens: int
     num_classes: int
     class_token: bool = False  # the first prefix token is a class token (others are registers)
-    # Video (tlbench.video): num_patches = time_steps * the spatial patches, each a tubelet of
+    # Video (tlbench.backbones.video): num_patches = time_steps * the spatial patches, each a tubelet of
     # `tubelet` frames; an image is one time step of one frame, so these stay 1 for images.
     time_steps: int = 1
     tubelet: int = 1
@@ -530,7 +530,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
     """Load a timm-format state dict into a stock ViT; pos-embed resampled, mismatched head dropped.
 
     A video model takes an image ViT's checkpoint (its IMAGE_SOURCES alias, or any of the same
-    geometry) and inflates it (tlbench.video.inflate, central-frame init).
+    geometry) and inflates it (tlbench.backbones.video.inflate, central-frame init).
     """
     from timm.models import load_state_dict
     from timm.models.vision_transformer import checkpoint_filter_fn

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tlbench.clips import even_indices
+from tlbench.data.clips import even_indices
+from tlbench.data.images import _load_image, _pil_transform
 from tlbench.errors import DataError
-from tlbench.images import _load_image, _pil_transform
 
 BUILTIN = ("mnist", "digits")
 VIDEO_BUILTIN = ("moving_mnist",)  # clips generated from the mnist digits (tlbench/clips.py)
@@ -200,7 +200,7 @@ def _builtin(
 
 
 def _moving_mnist(spec: str) -> tuple[ImageSet, ImageSet]:
-    from tlbench import clips
+    from tlbench.data import clips
 
     opts = clips.parse_options(spec)
     classes = tuple(str(c) for c in range(10))
@@ -224,13 +224,13 @@ def check_spec(spec: str, *, download: bool = False) -> None:
     if kind in BUILTIN:
         return
     if kind == "moving_mnist":
-        from tlbench.clips import parse_options
+        from tlbench.data.clips import parse_options
 
         parse_options(spec)
         return
     assert root is not None
     if kind in ("folder", VIDEOS):
-        from tlbench.clips import check_decoder, layout
+        from tlbench.data.clips import check_decoder, layout
 
         video = kind == VIDEOS
         what, expected = ("video", f" (expected {layout(root)})") if video else ("data", "")
@@ -264,7 +264,7 @@ def _split_dirs(root: Path) -> list[Path]:
 
 def _check_class_dirs(path: Path, *, split_layout: bool, kind: str = "folder") -> None:
     """At least 2 class folders under `path`: with one, every probe scores 100%."""
-    from tlbench.clips import holds_classes, layout
+    from tlbench.data.clips import holds_classes, layout
 
     classes = sorted(e.name for e in os.scandir(path) if e.is_dir())  # as ImageFolder finds them
     expected = "expected " + (layout(path) if kind == VIDEOS else f"{path}/CLASS/IMAGE.jpg|png")
@@ -300,7 +300,7 @@ def _image_folder(path: Path, img_size: int) -> Dataset:
 def _videos(
     spec: str, root: Path | None, img_size: int, frames: int | None
 ) -> tuple[ImageSet, ImageSet]:
-    from tlbench.clips import DEFAULT_FRAMES, VideoFolder
+    from tlbench.data.clips import DEFAULT_FRAMES, VideoFolder
 
     n = DEFAULT_FRAMES if frames is None else frames
     if n < 1:

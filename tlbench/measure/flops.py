@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlbench.backbones.video import input_shape
+from tlbench.backbones.vit import ModelInfo, Variant, model_info
 from tlbench.errors import FlopCountError
-from tlbench.models import ModelInfo, Variant, model_info
-from tlbench.video import input_shape
 
 # Operators counted as zero, and why: element-wise or reductions with at most a few operations per
 # element, negligible next to the matmuls (fvcore's convention; its own ignore-list treats relu,
@@ -280,7 +280,7 @@ def count_variants(variants: list[Variant], img_size: int | None = None,
 def iter_variant_flops(variants: list[Variant], img_size: int | None = None,
                        frames: int | None = None) -> Iterator[VariantFlops]:  # fmt: skip
     """Count variants one by one; the stock model is built once and its weights shared."""
-    from tlbench.models import build_sharing
+    from tlbench.backbones.vit import build_sharing
 
     if not variants:
         return

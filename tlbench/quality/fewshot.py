@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.data import ImageSet, iter_batches, normalize
+from tlbench.data.sources import ImageSet, iter_batches, normalize
 from tlbench.errors import DataError
 
 SHOTS = (1, 5, 10, 25)  # big_vision common_fewshot.py
@@ -202,7 +202,7 @@ def extract_features(
     frames: int | None = None,
 ) -> np.ndarray:
     """Pre-logits features [len(indices), D] float32 of the frozen model (eval mode, no autocast)."""
-    from tlbench.models import pre_logits
+    from tlbench.backbones.vit import pre_logits
 
     was_training = model.training
     model.eval()

@@ -43,7 +43,7 @@ def _probe_reason(name: str) -> str | None:
     Blocks of a timm ViT all have one class, so one block tells; skipping depth and weight
     init makes the check ~100x cheaper (all names: ~0.5 s instead of ~50 s).
     """
-    from tlbench.models import _create  # models imports this module at the top
+    from tlbench.backbones.vit import _create  # models imports this module at the top
 
     try:
         with torch.device("meta"):
@@ -64,7 +64,7 @@ def unsupported_reason(model: nn.Module) -> str | None:
     from timm.layers import Mlp, PatchEmbed
     from timm.models.vision_transformer import Attention, Block, ResPostBlock, VisionTransformer
 
-    from tlbench.video import TubeletEmbed
+    from tlbench.backbones.video import TubeletEmbed
 
     if type(model) is not VisionTransformer:
         return f"is a {type(model).__name__}, not a plain VisionTransformer"

@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench import files, results, shards
+from tlbench import files, results
 from tlbench.errors import ResultsError
-from tlbench.sweep import STAGES, expand, stored_config
+from tlbench.study import shards
+from tlbench.study.sweep import STAGES, expand, stored_config
 
 NOT_STARTED = "not started"
 RUNNING = "running"

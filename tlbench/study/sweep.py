@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlbench import files, results, shards
+from tlbench import files, results
+from tlbench.backbones.vit import Variant, make_variants
 from tlbench.config import SweepConfig, config_diff, from_dict, with_executor
 from tlbench.errors import ConfigError, TLBenchError
-from tlbench.manifest import manifest_for, run_id
-from tlbench.models import Variant, make_variants
-from tlbench.workers import Failure, WorkerPool, send
+from tlbench.study import shards
+from tlbench.study.manifest import manifest_for, run_id
+from tlbench.study.workers import Failure, WorkerPool, send
 
 Progress = Callable[..., None]  # progress(event, **info); events: plan, unit, skip, fail, train, status
 STAGES = ("compute", "speed", "quality")
@@ -133,10 +134,10 @@ def run_sweep(
 
 def check_inputs(config: SweepConfig) -> None:
     """Refuse in one line, before any work, what would only fail later (a missing data folder)."""
-    from tlbench.data import check_spec
+    from tlbench.data.sources import check_spec
 
     if config.executor.kind != "inline":
-        from tlbench.executors import check_executor
+        from tlbench.study.executors import check_executor
 
         check_executor(config.executor)
     ckpt = config.model.checkpoint
@@ -147,7 +148,7 @@ def check_inputs(config: SweepConfig) -> None:
         specs = ([q.train_data] if q.steps else []) + list(q.probe_data)
         for spec in specs:
             check_spec(spec)
-        from tlbench.quality import check_data_fits
+        from tlbench.quality.probe import check_data_fits
 
         for name in config.model.models:
             check_data_fits(name, specs, config.model.img_size)
@@ -165,7 +166,7 @@ def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Prog
     groups = by_model(config)
     book = Book(run_dir, emit, several=len(groups) > 1)
     if config.executor.kind != "inline":  # jobs (tlbench/executors.py); this process folds
-        from tlbench.executors import run_jobs
+        from tlbench.study.executors import run_jobs
 
         run_jobs(config, groups, todo, book)
         return SweepResult(run_dir, tuple(book.skipped), tuple(book.failed), draw(run_dir, book))
@@ -231,8 +232,8 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
     """The run's figures from its rows, each noting the units it lacks, and the maps of its
     trained TokenLearners. Inside a sweep (`book` given) a plotting error is logged as a failure
     of its own, never the end of the run."""
-    from tlbench.maps import run_maps
-    from tlbench.plots import plot_results
+    from tlbench.report.maps import run_maps
+    from tlbench.report.plots import plot_results
 
     df = results.load_results(run_dir)
     if df.empty:
@@ -256,8 +257,8 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
 
 
 def _compute(config: SweepConfig, todo: list[Variant], book: Book) -> None:
-    from tlbench.flops import variant_flops
-    from tlbench.models import build_sharing, model_info
+    from tlbench.backbones.vit import build_sharing, model_info
+    from tlbench.measure.flops import variant_flops
 
     book.status(f"compute: {len(todo)} variants")
     try:
@@ -279,8 +280,8 @@ def _compute(config: SweepConfig, todo: list[Variant], book: Book) -> None:
 
 def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], book: Book) -> None:
     """Time the variants interleaved; the baseline is always timed with them, for the speedup."""
-    from tlbench.models import build_sharing
-    from tlbench.throughput import Speedup, speedup_interval, time_interleaved
+    from tlbench.backbones.vit import build_sharing
+    from tlbench.measure.throughput import Speedup, speedup_interval, time_interleaved
 
     s, m = config.speed, config.model
     timed = [v for v in variants if v.is_baseline or v in todo]
@@ -326,11 +327,11 @@ def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
     """
     import torch
 
-    from tlbench.adapt import BudgetExceeded
-    from tlbench.flops import analytic_flops
-    from tlbench.models import model_info
-    from tlbench.quality import adapt_steps, floor_check
-    from tlbench.throughput import resolve_device
+    from tlbench.backbones.vit import model_info
+    from tlbench.measure.flops import analytic_flops
+    from tlbench.measure.throughput import resolve_device
+    from tlbench.quality.probe import adapt_steps, floor_check
+    from tlbench.quality.train import BudgetExceeded
 
     q, m = config.quality, config.model
     try:
@@ -360,7 +361,7 @@ def _quality(config: SweepConfig, todo: list[Variant], book: Book) -> None:
 
 def _train_and_probe(config: SweepConfig, runnable: list[Variant], book: Book, device: str,
                      workers: int, threads: int) -> None:  # fmt: skip
-    from tlbench.quality import step_seconds_by_flops
+    from tlbench.quality.probe import step_seconds_by_flops
 
     q, m = config.quality, config.model
     book.status(f"quality: timing training steps ({threads} thread(s)) for the cost estimate")
@@ -426,8 +427,8 @@ def trained_baseline(config: SweepConfig, model: str, run_dir: Path) -> Path | N
     """The baseline's finished training checkpoint in this run (quality.adapt = none or distill
     inserts every reducer into it); None if it has none. With 0 steps the baseline is not trained: the model's
     own weights (pretrained or initial) are used, and the path is None too."""
-    from tlbench.adapt import is_finished
-    from tlbench.quality import backbone_init, checkpoint_name
+    from tlbench.quality.probe import backbone_init, checkpoint_name
+    from tlbench.quality.train import is_finished
 
     q, m = config.quality, config.model
     if not q.steps:
@@ -449,8 +450,8 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, st
     With quality.adapt = none or distill a reducer is inserted into `backbone` (the trained
     baseline's checkpoint; None: the model's own weights), then probed at once or distilled from
     that baseline first."""
-    from tlbench.adapt import BudgetExceeded
-    from tlbench.quality import run_probe_variant
+    from tlbench.quality.probe import run_probe_variant
+    from tlbench.quality.train import BudgetExceeded
 
     q, m = config.quality, config.model
     inserted = q.adapt != "scratch" and not v.is_baseline

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tlbench.backbones.vit import Variant
 from tlbench.config import SweepConfig, to_dict
-from tlbench.models import Variant
 
 
 def run_id(config: SweepConfig) -> str:

@@ -26,12 +26,13 @@ from typing import Any
 
 import submitit
 
-from tlbench import files, results, shards
+from tlbench import files, results
+from tlbench.backbones.vit import Variant
 from tlbench.config import ExecutorConfig, SweepConfig
 from tlbench.errors import SubmissionError
-from tlbench.models import Variant
-from tlbench.sweep import Book, _compute, _quality, _speed
-from tlbench.workers import Failure
+from tlbench.study import shards
+from tlbench.study.sweep import Book, _compute, _quality, _speed
+from tlbench.study.workers import Failure
 
 STAGE_RUNNERS = {"compute": _compute, "quality": _quality}
 

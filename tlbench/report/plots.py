@@ -134,7 +134,7 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
 
 def _item(df: pd.DataFrame) -> str:
     """What one input is: a clip for video models, else an image."""
-    from tlbench.video import VIDEO_MODELS
+    from tlbench.backbones.video import VIDEO_MODELS
 
     models = set(df["model"].dropna()) if "model" in df else set()
     return "clip" if models and models <= set(VIDEO_MODELS) else "image"

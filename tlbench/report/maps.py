@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.data import fit_images, normalize
+from tlbench.backbones.vit import Variant, build_model, make_variant
+from tlbench.data.sources import fit_images, normalize
 from tlbench.errors import ConfigError, DataError
-from tlbench.models import Variant, build_model, make_variant
-from tlbench.tokenlearner import TokenLearner
+from tlbench.reducers.modules import TokenLearner
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
@@ -44,7 +44,7 @@ def token_maps(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
     The images are fitted to the model's input (size, channels, frames) and normalised as in training.
     """
-    from tlbench.adapt import batch_args
+    from tlbench.quality.train import batch_args
 
     tl = find_tokenlearner(model)
     captured: list[torch.Tensor] = []
@@ -186,7 +186,7 @@ def load_model(source: MapsSource) -> nn.Module:
 
 def builtin_images(spec: str = "digits", count: int = 4) -> torch.Tensor:
     """One test image per class 0, 1, 2, ... of a built-in set: [count, 1, 32, 32] in [0, 1]."""
-    from tlbench.data import load_splits
+    from tlbench.data.sources import load_splits
 
     test = load_splits(spec)[1]
     picks = [int((test.labels == c).nonzero()[0][0]) for c in range(min(count, test.num_classes))]
@@ -195,7 +195,7 @@ def builtin_images(spec: str = "digits", count: int = 4) -> torch.Tensor:
 
 def folder_images(folder: str | Path, size: int, count: int | None = None) -> torch.Tensor:
     """The image files of a folder (sorted by name), RGB, resized and centre-cropped to `size`."""
-    from tlbench.images import _load_image, _pil_transform
+    from tlbench.data.images import _load_image, _pil_transform
 
     root = Path(folder)
     if not root.is_dir():
@@ -216,7 +216,7 @@ def plot_maps(images: torch.Tensor, maps: torch.Tensor, out_stem: str | Path, ti
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from tlbench.plots import _style
+    from tlbench.report.plots import _style
 
     _style()
     b, s, h, w = maps.shape
@@ -271,7 +271,7 @@ def render_maps(source: MapsSource, images: torch.Tensor | None = None, out_stem
     if getattr(model.patch_embed, "time_steps", 1) > 1:
         if images is not None:
             raise ConfigError("--images is for image models; a video model's maps are drawn on Moving MNIST clips")
-        from tlbench.tracking import builtin_clips, clip_tracking, plot_maps_over_time
+        from tlbench.report.tracking import builtin_clips, clip_tracking, plot_maps_over_time
 
         clips, boxes, labels = builtin_clips("moving_mnist", 10, per_class=10)
         maps, masks, scores = clip_tracking(model, clips, boxes)
@@ -301,14 +301,14 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
     """
     import pandas as pd
 
-    from tlbench.data import BUILTIN, parse_spec
+    from tlbench.data.sources import BUILTIN, parse_spec
 
     run = Path(run_dir)
     meta = _manifest(run)
     out = Path(out_dir) if out_dir is not None else run / "figures"
     train_data = meta.get("config", {}).get("quality", {}).get("train_data", "")
     if parse_spec(train_data)[0] == "moving_mnist":  # video: maps over time and tracking scores
-        from tlbench.tracking import run_video_maps
+        from tlbench.report.tracking import run_video_maps
 
         return run_video_maps(run, meta, out, train_data)
     if train_data not in BUILTIN:

@@ -29,16 +29,16 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.kernels import attention_kernels, kernel_label
-from tlbench.speedup import TARGET_CI, widest_interval
+from tlbench.measure.kernels import attention_kernels, kernel_label
+from tlbench.measure.speedup import TARGET_CI, widest_interval
 
 # re-exported: the speedup statistics lived here, and callers import them from this module
-from tlbench.speedup import UNRELIABLE as UNRELIABLE
-from tlbench.speedup import Speedup as Speedup
-from tlbench.speedup import needs_more_rounds as needs_more_rounds
-from tlbench.speedup import paired_speedup as paired_speedup
-from tlbench.speedup import ratio_interval as ratio_interval
-from tlbench.speedup import speedup_interval as speedup_interval
+from tlbench.measure.speedup import UNRELIABLE as UNRELIABLE
+from tlbench.measure.speedup import Speedup as Speedup
+from tlbench.measure.speedup import needs_more_rounds as needs_more_rounds
+from tlbench.measure.speedup import paired_speedup as paired_speedup
+from tlbench.measure.speedup import ratio_interval as ratio_interval
+from tlbench.measure.speedup import speedup_interval as speedup_interval
 
 Progress = Callable[[str], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

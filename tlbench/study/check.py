@@ -58,8 +58,8 @@ def measure(grids: list[dict[str, Any]]) -> dict[str, Any]:
     import timm
     import torch
 
-    from tlbench.flops import count_variants
-    from tlbench.models import DEFAULT_METHOD, make_variants
+    from tlbench.backbones.vit import DEFAULT_METHOD, make_variants
+    from tlbench.measure.flops import count_variants
 
     entries = []
     for g in grids:

@@ -1,0 +1,1 @@
+"""Model families: timm ViTs (aliases, building, what is supported) and video ViTs."""

@@ -1,0 +1,1 @@
+"""Labelled data for the quality stage: built-in offline sets, folders, torchvision, clips."""

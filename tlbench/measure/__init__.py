@@ -1,0 +1,1 @@
+"""Measurements of one model: exact FLOPs, interleaved timing, speedups, kernels, bench."""

@@ -1,0 +1,1 @@
+"""The quality stage: training or distillation, then the few-shot probe."""

@@ -1,0 +1,1 @@
+"""What a run shows: paper figures, token maps and tracking, recommendations."""
