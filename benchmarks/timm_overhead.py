@@ -35,7 +35,7 @@ def stock_model(name: str):  # -> nn.Module; torch imported lazily so --help is 
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    from tlbench.backbones.vit import CUSTOM_MODELS
+    from tlbench.backbones.registry import CUSTOM_MODELS
 
     if name in CUSTOM_MODELS:
         return VisionTransformer(**CUSTOM_MODELS[name]).eval()
@@ -45,11 +45,11 @@ def stock_model(name: str):  # -> nn.Module; torch imported lazily so --help is 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from tlbench.backbones.vit import build_model, make_variant
         from tlbench.measure.throughput import speedup_interval, time_interleaved
+        from tlbench.variants import build_model, make_variant
 
-        ours = build_model(make_variant(args.model))
-        name = ours.tl_variant.model
+        variant = make_variant(args.model)
+        ours, name = build_model(variant), variant.model
         timings = time_interleaved(
             {"tlbench": ours, "timm": stock_model(name)},
             batch_size=args.batch_size,

@@ -16,8 +16,8 @@ import statistics
 
 import torch
 
-from tlbench.backbones.vit import build_model, make_variant
 from tlbench.reducers import tome
+from tlbench.variants import build_model, make_variant
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tlbench.backbones.vit import build_variant
 from tlbench.data.sources import ImageSet
 from tlbench.quality.train import (
     BudgetExceeded,
@@ -22,6 +21,7 @@ from tlbench.quality.train import (
     random_shift,
     train,
 )
+from tlbench.variants import build_variant
 
 
 @pytest.fixture
@@ -153,8 +153,8 @@ def test_budget_check_says_how_to_run_anyway() -> None:
 
 def test_a_killed_training_resumes_bit_identically(tmp_path: Path) -> None:
     """Partial saves every step; a crash at step 3 of 6, then a rerun, equals one clean run."""
-    from tlbench.backbones.vit import build_variant
     from tlbench.data.sources import load_splits
+    from tlbench.variants import build_variant
 
     data = load_splits("digits", img_size=32)[0]
     kw = dict(steps=6, batch_size=8, seed=0, save_every_s=0.0)

@@ -13,16 +13,8 @@ from typer.testing import CliRunner
 
 from tlbench.cli import app
 from tlbench.data import clips
-from tlbench.data.sources import (
-    MNIST_TEST_PER_CLASS,
-    _mnist,
-    check_spec,
-    is_video_spec,
-    iter_batches,
-    load_splits,
-    parse_spec,
-    stratified_split,
-)
+from tlbench.data.digits import MNIST_TEST_PER_CLASS, _mnist, stratified_split
+from tlbench.data.sources import check_spec, is_video_spec, iter_batches, load_splits, parse_spec
 from tlbench.errors import DataError
 
 runner = CliRunner()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tlbench.data.digits import stratified_split
 from tlbench.data.sources import (
     check_spec,
     fit_images,
@@ -17,7 +18,6 @@ from tlbench.data.sources import (
     load_splits,
     normalize,
     parse_spec,
-    stratified_split,
 )
 from tlbench.errors import DataError
 

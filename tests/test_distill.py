@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlbench.backbones.vit import build_model, make_variant
 from tlbench.config import QualityConfig
 from tlbench.quality.probe import adapt_steps, freeze_before, run_probe, run_probe_variant
 from tlbench.quality.train import distill_loss
+from tlbench.variants import build_model, make_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(train_data="digits", probe_data=("digits",), batch_size=16, shots=(1, 3), seeds=2,

@@ -146,7 +146,7 @@ def test_check_shots_names_the_class() -> None:
 
 
 def test_extract_features_shape_and_mode() -> None:
-    from tlbench.backbones.vit import build_variant
+    from tlbench.variants import build_variant
 
     model = build_variant("tiny", position=0.5, num_tokens=4, num_classes=3).train()
     images = torch.rand(5, 1, 32, 32)

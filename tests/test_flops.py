@@ -6,7 +6,7 @@ import pytest
 import torch
 from timm.layers import set_fused_attn
 
-from tlbench.backbones.vit import build_model, make_variants, model_info
+from tlbench.backbones.vit import model_info
 from tlbench.errors import FlopCountError
 from tlbench.measure.flops import (
     ZERO_COST_OPS,
@@ -17,6 +17,7 @@ from tlbench.measure.flops import (
     flopcounter_macs,
 )
 from tlbench.reducers.modules import TokenLearner, TokenLearnerLayer
+from tlbench.variants import build_model, make_variants
 
 TINY_VARIANTS = (
     make_variants("tiny", [0.0, 0.25, 0.5, 0.75, 1.0], [1, 4, 8])

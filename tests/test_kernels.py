@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from tlbench.backbones.vit import build_variant
 from tlbench.cli import app
 from tlbench.measure.kernels import attention_kernels, kernel_label
 from tlbench.measure.throughput import measure_throughput, set_fused_attention
+from tlbench.variants import build_variant
 
 FUSED = {"flash", "efficient", "cudnn", "fused"}
 

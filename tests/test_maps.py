@@ -10,21 +10,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from tlbench.backbones.vit import build_variant, make_variant
 from tlbench.cli import app
 from tlbench.data.sources import load_splits
 from tlbench.errors import ConfigError
 from tlbench.quality.probe import checkpoint_name
 from tlbench.quality.train import train
-from tlbench.report.maps import (
-    builtin_images,
-    digit_mass,
-    from_checkpoint,
-    load_model,
-    plot_maps,
-    token_maps,
-)
+from tlbench.report.maps import builtin_images, digit_mass, plot_maps
+from tlbench.report.token_maps import from_checkpoint, load_model, token_maps
 from tlbench.study.manifest import _variant_record
+from tlbench.variants import build_variant, make_variant
 
 runner = CliRunner()
 

@@ -12,22 +12,12 @@ import torch
 from timm.layers import LayerNorm, RmsNorm, SwiGLU
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
-from tlbench.backbones.support import _timm_vit_names
-from tlbench.backbones.vit import (
-    block_index,
-    build_sharing,
-    build_variant,
-    make_variant,
-    make_variants,
-    model_info,
-    pre_logits,
-    resolve_model,
-    unsupported_reason,
-    vit_names,
-)
+from tlbench.backbones.support import unsupported_reason
+from tlbench.backbones.vit import _timm_vit_names, model_info, pre_logits, resolve_model, vit_names
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import analytic_flops, count_flops
 from tlbench.reducers.modules import TokenFuserBlock, TokenLearnerLayer
+from tlbench.variants import block_index, build_sharing, build_variant, make_variant, make_variants
 
 
 def test_aliases_resolve_to_timm_names() -> None:

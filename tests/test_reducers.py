@@ -11,17 +11,13 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from tlbench.backbones.vit import (
-    Variant,
-    build_model,
-    build_sharing,
-    make_variant,
-    make_variants,
-    model_info,
-)
+from tlbench.backbones.vit import model_info
+from tlbench.core import TokenSchedule, Variant
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import analytic_flops, count_flops, count_flops_composed
-from tlbench.reducers import NEEDS, REDUCERS, WHERE, TokenSchedule, get_reducer, token_schedule
+from tlbench.reducers import REDUCERS, get_reducer, token_schedule
+from tlbench.reducers.base import NEEDS, WHERE
+from tlbench.variants import build_model, build_sharing, make_variant, make_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["tiny", "vit_cpu6"]  # with a class token, and without any prefix token

@@ -14,15 +14,9 @@ import torch
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
 from tlbench.backbones.support import NO_INIT
-from tlbench.backbones.vit import (
-    _create,
-    apply_reducer,
-    build_variant,
-    load_backbone,
-    make_variant,
-    model_info,
-)
+from tlbench.backbones.vit import create, load_backbone, model_info
 from tlbench.measure.flops import analytic_flops, count_flops_composed
+from tlbench.variants import apply_reducer, build_variant, make_variant
 
 GEOMETRY = {  # alias: (depth, width, heads, MLP, patch, patch tokens at 224 px)
     "vit_l10": (24, 1024, 16, 4096, 10, 22 * 22),
@@ -73,7 +67,7 @@ def test_fvcore_count_matches_the_explicit_formula(alias: str) -> None:
     _, d, _, mlp, patch, n = GEOMETRY[alias]
     info = model_info(alias)
     for p, s in [(None, 0), (0.5, 8)]:
-        model = _create(alias, img_size=None, pretrained=False, num_classes=1000, depth=2, **NO_INIT)
+        model = create(alias, img_size=None, pretrained=False, num_classes=1000, depth=2, **NO_INIT)
         v = make_variant(alias, p, s or 8)
         if p is not None:  # TL before block 1 of 2
             v = replace(v, block_index=1)
@@ -94,10 +88,10 @@ def test_full_vit_l10_fvcore_count_matches_the_explicit_formula() -> None:
 def test_l16_weights_load_into_l10_resampled_like_timm(tmp_path: Path) -> None:
     """A ViT-L/16 checkpoint (cut to one block to stay small) in an L/10: timm's resampling."""
     torch.manual_seed(0)
-    l16 = _create("vit_large_patch16_224", img_size=None, pretrained=False, num_classes=10, depth=1)
+    l16 = create("vit_large_patch16_224", img_size=None, pretrained=False, num_classes=10, depth=1)
     path = tmp_path / "l16.pth"
     torch.save(l16.state_dict(), path)
-    l10 = _create("vit_l10", img_size=None, pretrained=False, num_classes=10, depth=1)
+    l10 = create("vit_l10", img_size=None, pretrained=False, num_classes=10, depth=1)
     load_backbone(l10, path)
     w = l10.patch_embed.proj.weight
     assert w.shape == (1024, 3, 10, 10)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tlbench import results
-from tlbench.backbones.vit import Variant
+from tlbench.core import Variant
 from tlbench.errors import ResultsError
 
 BASE = Variant("tiny", None, None, None)

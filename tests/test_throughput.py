@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from tlbench.backbones.vit import build_variant
 from tlbench.cli import app
 from tlbench.errors import ConfigError
 from tlbench.measure import throughput
@@ -39,6 +38,7 @@ from tlbench.measure.throughput import (
     time_interleaved,
     widest_interval,
 )
+from tlbench.variants import build_variant
 
 # 1 thread: the CPUs are shared, and two OpenMP threads stall when one is preempted
 FAST: dict[str, Any] = {"device": "cpu", "threads": 1, "warmup": 1, "rounds": 2, "iters": 1}

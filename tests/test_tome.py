@@ -10,13 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tlbench.backbones.vit import (
-    build_model,
-    build_sharing,
-    make_variant,
-    make_variants,
-    model_info,
-)
+from tlbench.backbones.vit import model_info
 from tlbench.cli import app
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import analytic_flops, count_flops
@@ -28,6 +22,7 @@ from tlbench.reducers.tome import (
     per_block_plan,
     proportional_bias,
 )
+from tlbench.variants import build_model, build_sharing, make_variant, make_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 

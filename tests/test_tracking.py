@@ -9,11 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tlbench.backbones.vit import build_model, make_variant
 from tlbench.cli import app
 from tlbench.data.sources import load_splits
 from tlbench.quality.train import train
-from tlbench.report.maps import token_maps
+from tlbench.report.token_maps import token_maps
 from tlbench.report.tracking import (
     box_masks,
     builtin_clips,
@@ -21,6 +20,7 @@ from tlbench.report.tracking import (
     plot_maps_over_time,
     tracking_scores,
 )
+from tlbench.variants import build_model, make_variant
 
 runner = CliRunner()
 
@@ -113,7 +113,7 @@ def test_plot_maps_over_time_writes_png_and_pdf(tmp_path: Path) -> None:
 
 
 def test_clip_tracking_shapes(trained: Path) -> None:
-    from tlbench.report.maps import from_checkpoint, load_model
+    from tlbench.report.token_maps import from_checkpoint, load_model
 
     model = load_model(from_checkpoint(trained, "vivit_cpu", 0.5, 8))
     clips, boxes, _ = builtin_clips("moving_mnist", 2, per_class=1)

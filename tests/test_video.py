@@ -12,27 +12,16 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from typer.testing import CliRunner
 
-from tlbench.backbones.video import (
-    IMAGE_SOURCES,
-    PerTimeStep,
-    TubeletEmbed,
-    inflate,
-    video_pos_embed,
-)
-from tlbench.backbones.vit import (
-    CUSTOM_MODELS,
-    build_model,
-    build_sharing,
-    make_variant,
-    make_variants,
-    model_info,
-    pre_logits,
-)
+from tlbench.backbones.registry import CUSTOM_MODELS
+from tlbench.backbones.video import IMAGE_SOURCES, TubeletEmbed, inflate, video_pos_embed
+from tlbench.backbones.vit import model_info, pre_logits
 from tlbench.cli import app
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import analytic_flops, count_flops, count_variants
 from tlbench.reducers import REDUCERS
+from tlbench.reducers.base import PerTimeStep
 from tlbench.reducers.modules import TokenLearner
+from tlbench.variants import build_model, build_sharing, make_variant, make_variants
 
 runner = CliRunner()
 

@@ -17,10 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tlbench.config import QualityConfig
+from tlbench.config import GridConfig, QualityConfig, SpeedConfig
+from tlbench.core import DEFAULT_METHOD
 from tlbench.errors import ConfigError, TLBenchError
 
-Q = QualityConfig()  # `probe` takes its option defaults from the one record of quality settings
+Q, S, G = QualityConfig(), SpeedConfig(), GridConfig()  # option defaults: config.py is where they live
 METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk, evit, "
                "tome (merge N patch tokens to S in block k) or tome_r (merge r per block from k "
                "on; needs --param r=R; S is then derived) (tlbench/reducers/); S is the number "
@@ -112,15 +113,9 @@ def models(
     all_timm: bool = typer.Option(False, "--all", help="Also list every timm ViT name tlbench accepts."),
 ) -> None:
     """List model aliases and which timm ViTs work."""
-    from tlbench.backbones.vit import (
-        ALIASES,
-        CUSTOM_MODELS,
-        DESCRIPTIONS,
-        REPATCHED,
-        VIDEO_MODELS,
-        model_info,
-        vit_names,
-    )
+    from tlbench.backbones.registry import ALIASES, CUSTOM_MODELS, DESCRIPTIONS, REPATCHED
+    from tlbench.backbones.video import VIDEO_MODELS
+    from tlbench.backbones.vit import model_info, vit_names
 
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
     for col in ("alias", "model", "depth", "width", "heads", "patch", "img", "tokens"):
@@ -159,8 +154,9 @@ def flops(
     with user_errors():
         check_format(fmt)
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
-        from tlbench.backbones.vit import VIDEO_MODELS, make_variants
+        from tlbench.backbones.video import VIDEO_MODELS
         from tlbench.measure.flops import count_variants
+        from tlbench.variants import make_variants
 
         variants = make_variants(model, pos, toks, baseline=baseline, version=version, fuser=fuser,
                                  img_size=img_size, method=method, params=parse_params(param),
@@ -232,6 +228,7 @@ def maps(
     """Draw each learned token's map over a few images (no training: stored weights only)."""
     with user_errors():
         from tlbench.report import maps as lib
+        from tlbench.report import token_maps
 
         if every:
             if run_dir is None or variant or checkpoint is not None or images is not None:
@@ -247,9 +244,9 @@ def maps(
         if run_dir is not None:
             if not variant:
                 raise ConfigError("RUN_DIR needs --variant NAME (e.g. p0.25-s8) or --all")
-            source = lib.from_run(run_dir, variant)
+            source = token_maps.from_run(run_dir, variant)
         else:
-            source = lib.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)
+            source = token_maps.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)
         imgs = None
         if images is not None:
             from tlbench.backbones.vit import model_info
@@ -276,27 +273,18 @@ def _fmt(value: Any, spec: str = "{}") -> str:
 
 @app.command()
 def bench(
-    model: str = typer.Option(
-        ..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."
-    ),
-    positions: str = typer.Option(
-        "0,0.25,0.5,0.75", help="Relative positions p in [0,1], comma list."
-    ),
-    tokens: str = typer.Option("8", help="Numbers of learned tokens S, comma list."),
-    method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
+    model: str = typer.Option(..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."),
+    positions: str = typer.Option(",".join(f"{p:g}" for p in G.positions), help="Relative positions p in [0,1], comma list."),
+    tokens: str = typer.Option(",".join(map(str, G.tokens)), help="Numbers of learned tokens S, comma list."),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help=METHOD_HELP),
     param: list[str] = typer.Option([], "--param", help=PARAM_HELP),
-    batch_size: str = typer.Option(
-        "auto",
-        help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8.",
-    ),
-    dtype: str = typer.Option(
-        "float32", help="float32 (TF32 off), or bfloat16 / float16 autocast."
-    ),
-    compile_: bool = typer.Option(False, "--compile", help="Time torch.compile'd models."),
-    device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda or cuda:N."),
-    rounds: int | None = typer.Option(None, help="Timed rounds (default: adaptive: at least 5 on a CPU, 10 on CUDA, more until every speedup's 95% interval is within ±5% or --time-cap is spent)."),
-    time_cap: float | None = typer.Option(None, "--time-cap", help="Seconds of adaptive timing at most (default 60)."),
-    threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
+    batch_size: str = typer.Option(str(S.batch_size), help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8."),
+    dtype: str = typer.Option(S.dtype, help="float32 (TF32 off), or bfloat16 / float16 autocast."),
+    compile_: bool = typer.Option(S.compile, "--compile", help="Time torch.compile'd models."),
+    device: str = typer.Option(S.device, help="auto (CUDA if present), cpu, cuda or cuda:N."),
+    rounds: int | None = typer.Option(S.rounds, help="Timed rounds (default: adaptive: at least 5 on a CPU, 10 on CUDA, more until every speedup's 95% interval is within ±5% or --time-cap is spent)."),
+    time_cap: float | None = typer.Option(S.time_cap_s, "--time-cap", help="Seconds of adaptive timing at most."),
+    threads: int | None = typer.Option(S.threads, help="CPU threads (default: all cores)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
     """Time the baseline and each variant interleaved; speedup vs FLOP-implied speedup."""
@@ -311,11 +299,10 @@ def bench(
         from tlbench.measure.bench import bench_variants
 
         with err_console.status("benchmarking") as status:
-            records = bench_variants(
-                model, pos, toks, method=method, params=params, batch_size=batch_size, dtype=dtype, compile=compile_,
-                device=device, rounds=rounds, threads=threads, time_cap_s=time_cap,
-                progress=status.update,
-            )  # fmt: skip
+            speed = SpeedConfig(device=device, batch_size=batch_size, dtype=dtype, compile=compile_, rounds=rounds,
+                                time_cap_s=time_cap, threads=threads)  # fmt: skip
+            records = bench_variants(model, pos, toks, method=method, params=params, speed=speed,
+                                     progress=status.update)  # fmt: skip
     r0 = records[0]
     table = Table(
         title=f"{r0['model']} on {r0['device_name']} ({r0['device']}, threads {r0['threads']}), "

@@ -68,13 +68,22 @@ class ComputeConfig:
 
 @dataclass(frozen=True)
 class SpeedConfig:
+    """The speed stage's knobs, the one place their defaults live: sweeps, `tlbench bench` and
+    measure.throughput.time_interleaved all take this record whole."""
+
     enabled: bool = True
     device: str = "auto"  # cuda if present, else cpu
     batch_size: int | str = "auto"  # 'auto': largest that fits on CUDA; 8 on CPU
     dtype: str = "float32"  # or bfloat16 / float16 (autocast)
     compile: bool = False
     rounds: int | None = None  # None: adaptive, until every speedup interval is tight or time is up
-    time_cap_s: float | None = 10.0  # adaptive rounds stop after this much timing (None: 60 s)
+    time_cap_s: float | None = 10.0  # adaptive rounds stop after this much timing (None: the device's, 60 s)
+    warmup: int | None = None  # passes per model before timing (None: the device's schedule)
+    iters: int | None = None  # forward passes per model per round (None: the device's schedule)
+    threads: int | None = None  # CPU threads (None: every core this process may use)
+    tf32: bool = False  # TF32 matmuls on CUDA (torch's default is off; timm's benchmark turns it on)
+    target_ci: float = 0.05  # adaptive rounds stop when every speedup's 95% half-width is below this
+    max_rounds: int | None = None  # adaptive rounds at most (None: the device's schedule)
 
 
 @dataclass(frozen=True)
@@ -310,7 +319,10 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("tokens", "must be positive integers")
         if config.version not in ("1.1", "1.0"):
             raise bad("version", f"must be '1.1' or '1.0', got {config.version!r}")
-        from tlbench.reducers import REDUCERS
+
+        from tlbench.reducers import (
+            REDUCERS,  # the registry imports torch: only when a grid is read
+        )
 
         unknown = [m for m in config.methods if m not in REDUCERS]
         if not config.methods or unknown or len(set(config.methods)) < len(config.methods):

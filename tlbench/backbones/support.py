@@ -1,4 +1,4 @@
-"""Which timm ViTs tlbench supports: those whose analytic FLOP count equals fvcore's exactly.
+"""Which timm ViT structures tlbench supports: those whose analytic FLOP count equals fvcore's exactly.
 
 flops.analytic_flops is a closed form for one ViT shape, so a norm, gate or MLP it leaves out
 would be silently miscounted; such families are refused by name, with the reason, instead.
@@ -7,12 +7,9 @@ The check reads the structure of a one-block meta build, so listing every timm V
 
 from __future__ import annotations
 
-import functools
-
-import torch
 from torch import nn
 
-from tlbench.errors import ConfigError
+from tlbench.backbones.video import TubeletEmbed
 
 # What flops.analytic_flops models, so that fvcore == analytic holds exactly.
 SUPPORTED = (
@@ -20,38 +17,6 @@ SUPPORTED = (
     "blocks (attn.qkv/proj, mlp.fc1/fc2) and a final LayerNorm"
 )
 NO_INIT = {"weight_init": "skip"}  # meta builds: init is most of their time and means nothing
-
-
-@functools.cache
-def vit_names() -> tuple[str, ...]:
-    """timm ViT names tlbench supports: those `unsupported_reason` passes (all of them: ~0.5 s)."""
-    return tuple(n for n in _timm_vit_names() if _probe_reason(n) is None)
-
-
-@functools.cache
-def _timm_vit_names() -> tuple[str, ...]:
-    """Every model of timm's vision_transformer and deit modules, supported or not."""
-    import timm
-
-    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit"))
-
-
-@functools.cache
-def _probe_reason(name: str) -> str | None:
-    """Why `name` is refused (one line), or None; from a one-block meta build without init.
-
-    Blocks of a timm ViT all have one class, so one block tells; skipping depth and weight
-    init makes the check ~100x cheaper (all names: ~0.5 s instead of ~50 s).
-    """
-    from tlbench.backbones.vit import _create  # models imports this module at the top
-
-    try:
-        with torch.device("meta"):
-            m = _create(name, img_size=None, pretrained=False, num_classes=1000, depth=1, **NO_INIT)
-    except ConfigError as e:
-        return str(e)
-    reason = unsupported_reason(m)
-    return f"{name} {reason}; {SUPPORTED}" if reason else None
 
 
 def unsupported_reason(model: nn.Module) -> str | None:
@@ -64,7 +29,6 @@ def unsupported_reason(model: nn.Module) -> str | None:
     from timm.layers import Mlp, PatchEmbed
     from timm.models.vision_transformer import Attention, Block, ResPostBlock, VisionTransformer
 
-    from tlbench.backbones.video import TubeletEmbed
 
     if type(model) is not VisionTransformer:
         return f"is a {type(model).__name__}, not a plain VisionTransformer"

@@ -7,7 +7,7 @@ global average pool (no class token). The position embedding starts as a 2-D sin
 spatial grid tiled over time plus a 1-D sin-cos over time, so a small model trains from scratch.
 
 A token reducer acts per time step: [B, T*N, C] -> [B*T, N, C] -> reduce -> [B, T*S, C]
-(PerTimeStep); the later blocks attend jointly over T*S tokens (the TokenLearner paper's ViViT).
+(reducers.base.PerTimeStep); the later blocks attend jointly over T*S tokens (the TokenLearner paper's ViViT).
 
 Pretrained weights come from an image ViT by inflation (`inflate`), as scenic's ViViT initialises
 from an image checkpoint: each video model names its image source in IMAGE_SOURCES.
@@ -76,21 +76,6 @@ class TubeletEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # [B, D, T, h, w]
         return x.flatten(2).transpose(1, 2)  # [B, T*h*w, D], time-major
-
-
-class PerTimeStep(nn.Module):
-    """Run a token reducer on each time step: [B, T*N, C] -> [B*T, N, C] -> [B*T, S, C] -> [B, T*S, C]."""
-
-    def __init__(self, reduce: nn.Module, time_steps: int) -> None:
-        super().__init__()
-        self.reduce = reduce
-        self.time_steps = time_steps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, tn, c = x.shape
-        t = self.time_steps
-        out = self.reduce(x.reshape(b * t, tn // t, c))  # [B*T, S, C]
-        return out.reshape(b, -1, c)  # [B, T*S, C]
 
 
 def sincos_1d(length: int, dim: int) -> torch.Tensor:

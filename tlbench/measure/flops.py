@@ -24,8 +24,11 @@ import torch
 from torch import nn
 
 from tlbench.backbones.video import input_shape
-from tlbench.backbones.vit import ModelInfo, Variant, model_info
+from tlbench.backbones.vit import model_info
+from tlbench.core import ModelInfo, Variant
 from tlbench.errors import FlopCountError
+from tlbench.reducers import get_reducer, token_schedule
+from tlbench.variants import build_sharing
 
 # Operators counted as zero, and why: element-wise or reductions with at most a few operations per
 # element, negligible next to the matmuls (fvcore's convention; its own ignore-list treats relu,
@@ -108,19 +111,23 @@ class FlopReport:
         return sum(self.by_operator.values())
 
 
-def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None, in_chans: int = 3) -> FlopReport:
+def count_flops(model: nn.Module, img_size: int | tuple[int, int] | None = None, in_chans: int = 3,
+                variant: Variant | None = None) -> FlopReport:  # fmt: skip
     """Count one image's forward pass with fvcore; raise FlopCountError on an unaccounted operator.
+
+    `variant` (the one `model` was built as) adds its reducer's zero-cost operators to the allowed ones.
 
     Count the eager model, never a compiled one (fvcore cannot trace it, and FlopCounterMode
     perturbs it: pytorch/pytorch#140909).
     """
     x = torch.randn(input_shape(model, 1, _hw(model, img_size), in_chans), device=next(model.parameters()).device)
     by_operator, unsupported = _fvcore(model, x)
-    return _report(model, by_operator, unsupported)
+    return _report(model, by_operator, unsupported, variant)
 
 
 def count_flops_composed(model: nn.Module, img_size: int | tuple[int, int] | None = None,
-                         in_chans: int = 3, cache: dict | None = None) -> FlopReport:  # fmt: skip
+                         in_chans: int = 3, cache: dict | None = None,
+                         variant: Variant | None = None) -> FlopReport:  # fmt: skip
     """count_flops, part by part: the stem, each entry of `model.blocks` in turn, the head, each
     traced once per (structure, input shape) in `cache` and summed.
 
@@ -145,7 +152,7 @@ def count_flops_composed(model: nn.Module, img_size: int | tuple[int, int] | Non
         ops, unknown, shape = cache[key]
         by_operator.update(ops)
         unsupported.update(unknown)
-    return _report(model, dict(by_operator), dict(unsupported))
+    return _report(model, dict(by_operator), dict(unsupported), variant)
 
 
 class _Stem(nn.Module):
@@ -211,8 +218,9 @@ def _fvcore(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], dict[st
         module.train(was_training)
 
 
-def _report(model: nn.Module, by_operator: dict[str, int], unsupported: dict[str, int]) -> FlopReport:
-    allowed = ZERO_COST_OPS | reducer_zero_cost_ops(model)
+def _report(model: nn.Module, by_operator: dict[str, int], unsupported: dict[str, int],
+            variant: Variant | None) -> FlopReport:  # fmt: skip
+    allowed = ZERO_COST_OPS | reducer_zero_cost_ops(variant)
     unknown = sorted(op for op in unsupported if op not in allowed)
     if unknown:
         raise FlopCountError(
@@ -223,11 +231,8 @@ def _report(model: nn.Module, by_operator: dict[str, int], unsupported: dict[str
     return FlopReport(sum(by_operator.values()) / 1e9, params / 1e6, by_operator, dict(unsupported))
 
 
-def reducer_zero_cost_ops(model: nn.Module) -> dict[str, str]:
-    """The operators a built variant's reducer declares as zero-cost (none for the baseline)."""
-    from tlbench.reducers import get_reducer
-
-    variant = getattr(model, "tl_variant", None)
+def reducer_zero_cost_ops(variant: Variant | None) -> dict[str, str]:
+    """The operators a variant's reducer declares as zero-cost (none for the baseline)."""
     if variant is None or variant.is_baseline:
         return {}
     return dict(get_reducer(variant.method).zero_cost_ops)
@@ -241,7 +246,6 @@ def analytic_flops(info: ModelInfo, variant: Variant, norms: bool = True) -> int
     `norms=False` drops the LayerNorm terms (5 per element), which matmul-only counters such as
     torch's FlopCounterMode do not count.
     """
-    from tlbench.reducers import token_schedule
 
     sched = token_schedule(info, variant, norms=norms)
     d, m = info.embed_dim, info.mlp_hidden
@@ -280,7 +284,6 @@ def count_variants(variants: list[Variant], img_size: int | None = None,
 def iter_variant_flops(variants: list[Variant], img_size: int | None = None,
                        frames: int | None = None) -> Iterator[VariantFlops]:  # fmt: skip
     """Count variants one by one; the stock model is built once and its weights shared."""
-    from tlbench.backbones.vit import build_sharing
 
     if not variants:
         return
@@ -294,7 +297,7 @@ def iter_variant_flops(variants: list[Variant], img_size: int | None = None,
 def variant_flops(info: ModelInfo, variant: Variant, model: nn.Module, cache: dict | None = None) -> VariantFlops:
     """fvcore and analytic count of one built variant; pass one `cache` for the variants of a
     model to trace each distinct part once (count_flops_composed)."""
-    rep = count_flops_composed(model, info.img_size, info.in_chans, cache)
+    rep = count_flops_composed(model, info.img_size, info.in_chans, cache, variant)
     return VariantFlops(
         model=info.name, variant=variant.name, position=variant.position,
         block_index=variant.block_index, num_tokens=variant.num_tokens, img_size=info.img_size[0],

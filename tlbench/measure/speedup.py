@@ -1,4 +1,4 @@
-"""Speedups from paired timings: a median of per-round latency ratios with a bootstrap interval.
+"""One model's timing record, and speedups from paired timings: a median of per-round latency ratios with a bootstrap interval.
 
 Models are timed in the same rounds, so a speedup is the median of per-round ratios (baseline /
 other), and same-round pairs cancel drift; its interval is a percentile bootstrap of that median
@@ -8,13 +8,44 @@ over whole rounds. Past pyperf's 10% rule (half-width > 10% of the value) it is 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # only `round_ms` is read; a runtime import would be a cycle
-    from tlbench.measure.throughput import Timing
+
+@dataclass(frozen=True)
+class Timing:
+    """One model's speed; latencies are per batch (one forward pass)."""
+
+    images_per_s: float  # batch_size / median latency
+    latency_ms: float  # median over rounds
+    latency_ms_p10: float  # spread over rounds
+    latency_ms_p90: float
+    batch_size: int
+    device: str  # 'cpu' or 'cuda'
+    device_name: str  # CPU model or GPU name
+    dtype: str  # 'float32', or the autocast dtype
+    compiled: bool
+    tf32: bool  # TF32 matmuls on (CUDA only; always False on CPU)
+    attention: str  # 'fused' (SDPA on every timm Attention module) or 'none' (no such module)
+    torch_version: str
+    threads: int
+    warmup: int
+    rounds: int  # rounds actually run (adaptive mode decides at run time)
+    iters: int
+    round_ms: tuple[float, ...] = field(default=(), repr=False)  # ms per batch, one per round
+    attn_kernel: str = ""  # attention kernel(s) that ran: 'flash', 'math', 'unfused' (kernels.py)
+    host: str = ""  # the machine (cluster node) that timed it
+    gpu: str | None = None  # which GPU (device_slot); None on a CPU
+
+    def to_dict(self, rounds: bool = False) -> dict[str, Any]:
+        """Flat dict; the per-round latencies only when asked."""
+        d = asdict(self)
+        if not rounds:
+            del d["round_ms"]
+        return d
+
 
 TARGET_CI = 0.05  # adaptive rounds stop when every speedup's relative CI half-width is below this
 # pyperf warns when the std exceeds 10% of the mean; a CI half-width beyond 10% of the speedup

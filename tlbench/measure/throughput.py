@@ -15,26 +15,28 @@ Compute only; progress goes to a callback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import platform
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from tlbench.config import SpeedConfig
 from tlbench.errors import ConfigError
 from tlbench.measure.kernels import attention_kernels, kernel_label
-from tlbench.measure.speedup import TARGET_CI, widest_interval
 
 # re-exported: the speedup statistics lived here, and callers import them from this module
 from tlbench.measure.speedup import UNRELIABLE as UNRELIABLE
 from tlbench.measure.speedup import Speedup as Speedup
+from tlbench.measure.speedup import Timing, widest_interval
 from tlbench.measure.speedup import needs_more_rounds as needs_more_rounds
 from tlbench.measure.speedup import paired_speedup as paired_speedup
 from tlbench.measure.speedup import ratio_interval as ratio_interval
@@ -64,39 +66,6 @@ SCHEDULES = {
     "cuda": Schedule(batch_size=1024, warmup=10, min_rounds=10, iters=10, time_cap_s=60.0,
                      max_rounds=200),
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Timing:
-    """One model's speed; latencies are per batch (one forward pass)."""
-
-    images_per_s: float  # batch_size / median latency
-    latency_ms: float  # median over rounds
-    latency_ms_p10: float  # spread over rounds
-    latency_ms_p90: float
-    batch_size: int
-    device: str  # 'cpu' or 'cuda'
-    device_name: str  # CPU model or GPU name
-    dtype: str  # 'float32', or the autocast dtype
-    compiled: bool
-    tf32: bool  # TF32 matmuls on (CUDA only; always False on CPU)
-    attention: str  # 'fused' (SDPA on every timm Attention module) or 'none' (no such module)
-    torch_version: str
-    threads: int
-    warmup: int
-    rounds: int  # rounds actually run (adaptive mode decides at run time)
-    iters: int
-    round_ms: tuple[float, ...] = field(default=(), repr=False)  # ms per batch, one per round
-    attn_kernel: str = ""  # attention kernel(s) that ran: 'flash', 'math', 'unfused' (kernels.py)
-    host: str = ""  # the machine (cluster node) that timed it
-    gpu: str | None = None  # which GPU (device_slot); None on a CPU
-
-    def to_dict(self, rounds: bool = False) -> dict[str, Any]:
-        """Flat dict; the per-round latencies only when asked."""
-        d = asdict(self)
-        if not rounds:
-            del d["round_ms"]
-        return d
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,22 +213,12 @@ def input_size_of(model: nn.Module) -> tuple[int, ...]:
 
 def time_interleaved(
     models: Mapping[str, nn.Module],
+    speed: SpeedConfig | None = None,
     *,
     input_size: tuple[int, ...] | None = None,
-    batch_size: int | str = "auto",
-    device: str = "auto",
-    dtype: str = "float32",
-    compile: bool = False,
-    tf32: bool = False,
-    threads: int | None = None,
-    warmup: int | None = None,
-    rounds: int | None = None,
-    iters: int | None = None,
     reference: str | None = None,
-    target_ci: float = TARGET_CI,
-    time_cap_s: float | None = None,
-    max_rounds: int | None = None,
     progress: Progress | None = None,
+    **knobs: Any,
 ) -> dict[str, Timing]:
     """Time several models on one random batch, interleaved: warm-up, then rounds A B C, C B A.
 
@@ -272,27 +231,26 @@ def time_interleaved(
     Args:
         models: name -> model; all take the same input. Order is the order within even rounds;
             odd rounds run it reversed, so that no model always goes first.
+        speed: the settings (config.SpeedConfig: batch size, device, dtype, compile, threads,
+            warm-up, rounds or the adaptive rule, TF32); `knobs` replace its fields.
+            rounds=None adds rounds until every speedup against `reference` has a relative CI
+            half-width <= target_ci, or time_cap_s or max_rounds is reached.
         input_size: (C, H, W); default from the first model's patch embedding.
-        batch_size: images per forward pass, or 'auto': the largest in timm's decay sequence from
-            the device's schedule (1024 on CUDA, 8 on CPU) at which every model runs.
-        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        dtype: 'float32' (no autocast; see `tf32`), 'bfloat16' or 'float16' (autocast).
-        compile: wrap each model in torch.compile (after the batch search, which runs eager).
-        tf32: allow TF32 matmuls on CUDA (torch's default is off; timm benchmark.py turns it on).
-        threads: CPU threads (default: every core this process may use; on a machine shared with
-            other jobs, 1 is often faster and steadier: OpenMP threads stall on a busy core).
-        warmup, iters: override the device's `Schedule`.
-        rounds: exactly this many rounds; None (default): adaptive. The schedule's `min_rounds`
-            run first, then rounds are added until every speedup against `reference` has a
-            relative CI half-width <= `target_ci`, or `time_cap_s` or `max_rounds` is reached.
         reference: the model speedups are taken against (default: the first).
-        target_ci, time_cap_s, max_rounds: the adaptive stopping rule; the caps default to the
-            device's `Schedule`. Ignored when `rounds` is given.
         progress: called with a short status line before each stage.
 
     Returns:
         name -> Timing, in the order of `models`.
     """
+    try:
+        speed = dataclasses.replace(speed or SpeedConfig(), **knobs)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(SpeedConfig))
+        raise ConfigError(f"unknown speed setting in {sorted(knobs)}; known: {known}") from None
+    s = speed
+    device, dtype, compile, tf32, threads = s.device, s.dtype, s.compile, s.tf32, s.threads
+    warmup, rounds, iters, target_ci = s.warmup, s.rounds, s.iters, s.target_ci
+    time_cap_s, max_rounds, batch_size = s.time_cap_s, s.max_rounds, s.batch_size
     dev, amp = resolve_device(device), resolve_dtype(dtype)
     sched = SCHEDULES["cuda" if dev.type == "cuda" else "cpu"]
     warmup = sched.warmup if warmup is None else warmup

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tlbench.backbones.vit import pre_logits
 from tlbench.data.sources import ImageSet, iter_batches, normalize
 from tlbench.errors import DataError
 
@@ -202,7 +203,6 @@ def extract_features(
     frames: int | None = None,
 ) -> np.ndarray:
     """Pre-logits features [len(indices), D] float32 of the frozen model (eval mode, no autocast)."""
-    from tlbench.backbones.vit import pre_logits
 
     was_training = model.training
     model.eval()

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench.backbones.vit import ModelInfo, Variant, build_model, make_variant, model_info
+from tlbench.backbones.vit import model_info
 from tlbench.config import QualityConfig
+from tlbench.core import ModelInfo, Variant
 from tlbench.data.sources import (
     ImageSet,
     is_video_spec,
@@ -45,6 +46,7 @@ from tlbench.quality.fewshot import (
 )
 from tlbench.quality.train import (
     ProgressFn,
+    TrainRecipe,
     TrainResult,
     batch_args,
     check_budget,
@@ -52,8 +54,10 @@ from tlbench.quality.train import (
     format_seconds,
     is_finished,
     measure_step_seconds,
+    outputs,
     train,
 )
+from tlbench.variants import build_model, make_variant
 
 
 @dataclass(frozen=True)
@@ -274,10 +278,8 @@ def run_probe_variant(
         result = train(
             model,
             train_set,
-            steps=steps,
-            batch_size=q.batch_size,
-            lr=q.lr,
-            seed=seed,
+            TrainRecipe(steps, q.batch_size, q.lr, seed=seed),
+            key=variant.name,
             device=device,
             checkpoint_path=ckpt,
             callback=callback,
@@ -350,7 +352,6 @@ def teacher_agreement(student: nn.Module, teacher: nn.Module, data: ImageSet, de
                       batch_size: int = 256) -> tuple[float, float]:  # fmt: skip
     """(top-1 agreement, mean pre-logit cosine) of student and teacher on `data`: how much of the
     teacher a retrofitted variant keeps, label-free."""
-    from tlbench.quality.train import outputs
 
     student.to(device).eval()
     teacher.to(device).eval()

@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,42 +139,31 @@ def _index_stream(n: int, count: int, seed: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(epochs)])[:count]
 
 
-def _config(
-    steps: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    warmup_frac: float,
-    seed: int,
-    data: ImageSet,
-    model: nn.Module,
-    teacher: str | None = None,
-) -> dict:
-    variant = getattr(model, "tl_variant", None)
+@dataclass(frozen=True)
+class TrainRecipe:
+    """One training run's recipe (module docstring); with the data and the variant it keys the
+    checkpoint, so a finished run is reused only for the same recipe."""
+
+    steps: int
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_frac: float = 0.1
+    seed: int = 0
+
+
+def _config(recipe: TrainRecipe, data: ImageSet, key: str, teacher: str | None = None) -> dict:
+    """The recipe as the checkpoint records it (the keys and order every checkpoint has had)."""
     objective = {} if teacher is None else {"objective": f"distill:{teacher}"}  # labels: no key
-    return {
-        **objective,
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "warmup_frac": warmup_frac,
-        "seed": seed,
-        "data": data.name,
-        "variant": variant.name if variant is not None else type(model).__name__,
-    }
+    return {**objective, **asdict(recipe), "data": data.name, "variant": key}
 
 
 def train(
     model: nn.Module,
     data: ImageSet,
+    recipe: TrainRecipe | None = None,
     *,
-    steps: int,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    weight_decay: float = 0.05,
-    warmup_frac: float = 0.1,
-    seed: int = 0,
+    key: str | None = None,
     device: str | torch.device = "cpu",
     checkpoint_path: str | Path | None = None,
     callback: ProgressFn | None = None,
@@ -182,6 +171,7 @@ def train(
     save_every_s: float = 60.0,
     teacher: nn.Module | None = None,
     teacher_id: str = "teacher",
+    **knobs: Any,
 ) -> TrainResult:
     """Train `model` in place on `data`, on its labels (cross-entropy) or, with a `teacher`,
     without them (distill_loss); leaves it in eval mode. Only parameters that require grad train.
@@ -189,7 +179,9 @@ def train(
     Args:
         model: a timm ViT whose head has `data.num_classes` outputs (already on `device` or not).
         data: the training split.
-        steps, batch_size, lr, weight_decay, warmup_frac, seed: the recipe (module docstring).
+        recipe: steps, batch size, lr, weight decay, warm-up, seed (module docstring); `knobs`
+            replace its fields, e.g. train(model, data, steps=100) in a notebook.
+        key: what the checkpoint records the model as (the variant's name; default: its class).
         device: "cpu", "cuda", ...; bf16 autocast is used on CUDA only.
         checkpoint_path: if it holds a finished run with the same recipe, load it and skip training;
             otherwise train and write it (state dict, finished flag, final loss, recipe).
@@ -205,8 +197,13 @@ def train(
     """
     device = torch.device(device)
     model.to(device)
-    config = _config(steps, batch_size, lr, weight_decay, warmup_frac, seed, data, model,
-                     None if teacher is None else teacher_id)  # fmt: skip
+    try:
+        recipe = replace(recipe or TrainRecipe(steps=0), **knobs)
+    except TypeError:
+        raise ConfigError(f"unknown training setting in {sorted(knobs)}; known: {', '.join(TrainRecipe.__dataclass_fields__)}") from None
+    steps, batch_size, lr, seed = recipe.steps, recipe.batch_size, recipe.lr, recipe.seed
+    weight_decay, warmup_frac = recipe.weight_decay, recipe.warmup_frac
+    config = _config(recipe, data, key or type(model).__name__, None if teacher is None else teacher_id)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
     path = Path(checkpoint_path) if checkpoint_path is not None else None

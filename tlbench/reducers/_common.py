@@ -4,17 +4,14 @@ the insertion that builds a new `blocks` container, and their token schedule."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from tlbench.backbones.video import PerTimeStep
+from tlbench.core import ModelInfo, TokenSchedule, Variant
 from tlbench.errors import ConfigError
-from tlbench.reducers import TokenSchedule
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
+from tlbench.reducers.base import PerTimeStep
 
 
 class PatchTokensLayer(nn.Module):

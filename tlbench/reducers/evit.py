@@ -8,13 +8,14 @@ receives (topk.py). Written from the paper's description.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from tlbench.core import ModelInfo, TokenSchedule, Variant
 from tlbench.errors import ConfigError
-from tlbench.reducers import TokenSchedule, register_reducer
+from tlbench.reducers.base import register_reducer
 from tlbench.reducers.topk import (
     InBlockReducer,
     TopKReducer,
@@ -22,9 +23,6 @@ from tlbench.reducers.topk import (
     score_macs,
     wrap_block,
 )
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
 
 
 class KeepAndFuse(nn.Module):

@@ -6,16 +6,14 @@ N inputs) weighted average of them: softmax(W LN(x)^T) x. Written from the paper
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from tlbench.reducers import register_reducer
+from tlbench.core import ModelInfo, Variant
 from tlbench.reducers._common import BeforeBlockReducer
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
+from tlbench.reducers.base import register_reducer
 
 
 class PatchMerger(nn.Module):

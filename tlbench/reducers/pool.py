@@ -8,18 +8,16 @@ adaptive_avg_pool2d splits it.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench.core import ModelInfo, Variant
 from tlbench.errors import ConfigError
-from tlbench.reducers import register_reducer
 from tlbench.reducers._common import BeforeBlockReducer, only_defaults
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
+from tlbench.reducers.base import register_reducer
 
 
 def pooled_grid(s: int, grid: tuple[int, int]) -> tuple[int, int] | None:

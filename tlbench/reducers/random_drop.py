@@ -8,16 +8,14 @@ On a video model the draw is per time step (S of each step's N tokens), like Tok
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from tlbench.reducers import register_reducer
+from tlbench.core import ModelInfo, Variant
 from tlbench.reducers._common import BeforeBlockReducer
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
+from tlbench.reducers.base import register_reducer
 
 
 class RandomDrop(nn.Module):

@@ -8,18 +8,15 @@ go in a timm ViT and what they cost. Variant names are the ones tlbench has alwa
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
-from tlbench.backbones.video import PerTimeStep
+from tlbench.core import ModelInfo, TokenSchedule, Variant
 from tlbench.errors import ConfigError
-from tlbench.reducers import TokenSchedule, register_reducer
 from tlbench.reducers._common import before_block_schedule, insert_before_block, plain_label
+from tlbench.reducers.base import PerTimeStep, register_reducer
 from tlbench.reducers.modules import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
 
 VERSIONS = ("1.1", "1.0")
 

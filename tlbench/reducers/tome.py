@@ -23,18 +23,16 @@ the blocks inside it are the shared ones, never edited.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench.core import ModelInfo, TokenSchedule, Variant
 from tlbench.errors import ConfigError
-from tlbench.reducers import TokenSchedule, register_reducer
+from tlbench.reducers.base import register_reducer
 from tlbench.reducers.topk import InBlockReducer
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
 
 Plan = tuple[tuple[int, ...], ...]  # per block from k on: the tokens merged in each round
 

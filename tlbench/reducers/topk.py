@@ -10,18 +10,16 @@ query and head), which costs an explicit QK^T at block k, counted. Attention its
 from __future__ import annotations
 
 from abc import ABC
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench.core import ModelInfo, TokenSchedule, Variant
 from tlbench.errors import ConfigError
-from tlbench.reducers import TokenSchedule, register_reducer
 from tlbench.reducers._common import only_defaults, plain_label
-
-if TYPE_CHECKING:
-    from tlbench.backbones.vit import ModelInfo, Variant
+from tlbench.reducers.base import register_reducer
 
 
 def attention_with_scores(attn: nn.Module, x: torch.Tensor, use_cls: bool) -> tuple[torch.Tensor, torch.Tensor]:

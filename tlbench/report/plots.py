@@ -31,6 +31,7 @@ import pandas as pd
 import seaborn as sns
 
 from tlbench import files
+from tlbench.backbones.video import VIDEO_MODELS
 
 BASE_COLOR = "0.25"
 RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "axes.titleweight": "bold"}
@@ -134,7 +135,6 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
 
 def _item(df: pd.DataFrame) -> str:
     """What one input is: a clip for video models, else an image."""
-    from tlbench.backbones.video import VIDEO_MODELS
 
     models = set(df["model"].dropna()) if "model" in df else set()
     return "clip" if models and models <= set(VIDEO_MODELS) else "image"

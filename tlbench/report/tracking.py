@@ -1,7 +1,7 @@
 """TokenLearner's maps over time on video, and whether each learned token follows the object.
 
 On a video model TokenLearner runs per time step, so every learned token has one spatial map per
-time step (tlbench.report.maps.token_maps returns [B, T, S, h, w]). On Moving MNIST the digit's box is
+time step (tlbench.report.token_maps.token_maps returns [B, T, S, h, w]). On Moving MNIST the digit's box is
 known in every frame, which turns "the maps follow the digit" into a number: a token's tracking
 score is the share of its map's mass inside the digit's box divided by the box's share of the
 area (1.0 = a uniform map, or one that ignores the digit; 1 / box share = all mass in the box),
@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from tlbench.data.clips import even_indices
+from tlbench.data.sources import load_splits
+from tlbench.report.plots import _style
+from tlbench.report.token_maps import load_model, save_figure, token_maps, trained_sources
 
 
 def box_masks(boxes: np.ndarray, frames: int, tubelet: int, size: tuple[int, int]) -> torch.Tensor:
@@ -49,7 +52,6 @@ def builtin_clips(
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The first `per_class` test clips of each class 0, 1, ... (up to `count` classes), by class:
     (clips [B, 1, F, H, W], boxes [B, F, 4], labels [B])."""
-    from tlbench.data.sources import load_splits
 
     test = load_splits(spec)[1]
     picks = [
@@ -68,8 +70,6 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from tlbench.report.maps import save_figure
-    from tlbench.report.plots import _style
 
     _style()
     b, t, s, h, w = maps.shape
@@ -123,7 +123,6 @@ def clip_tracking(
     model: torch.nn.Module, clips: torch.Tensor, boxes: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(maps [B, T, S, h, w], box masks [B, T, H, W], scores [B, T, S]) of a TokenLearner video model."""
-    from tlbench.report.maps import token_maps
 
     pe = model.patch_embed
     maps = token_maps(model, clips)
@@ -138,7 +137,6 @@ def run_video_maps(run: Path, meta: dict, out: Path, spec: str, plot_count: int 
     (a row per variant and token: its tracking score over `per_class` test clips of each digit)."""
     import pandas as pd
 
-    from tlbench.report.maps import load_model, trained_sources
 
     several = len({r["model"] for r in meta.get("variants", [])}) > 1
     data = None  # loaded once, and only if some variant has a checkpoint

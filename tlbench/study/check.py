@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tlbench.core import DEFAULT_METHOD
 from tlbench.errors import ConfigError, ResultsError, TLBenchError
+from tlbench.measure.flops import count_variants
+from tlbench.results import load_results
+from tlbench.variants import make_variants
 
 TOLERANCE = 1e-3  # relative, on the FLOP ratio (variant / baseline)
 FORMAT = "tlbench-compute-baseline/1"
@@ -58,8 +62,6 @@ def measure(grids: list[dict[str, Any]]) -> dict[str, Any]:
     import timm
     import torch
 
-    from tlbench.backbones.vit import DEFAULT_METHOD, make_variants
-    from tlbench.measure.flops import count_variants
 
     entries = []
     for g in grids:
@@ -329,7 +331,6 @@ def _run_values(
     row count), and its units of the compared stages (present with any row, compared or not)."""
     from pandas import isna
 
-    from tlbench.results import load_results
 
     groups: dict[Key, list[float]] = {}
     units: set[Unit] = set()

@@ -15,8 +15,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from tlbench.backbones.vit import make_variants
+import tlbench
 from tlbench.measure.flops import VariantFlops, count_variants
+from tlbench.report.plots import BASE_COLOR, _style, position_label
+from tlbench.study.manifest import git_sha
+from tlbench.variants import make_variants
 
 SHORT = {  # paper-style names for the figure and the table
     "vit_l10": "L/10", "vit_l8": "L/8", "vit_gigantic_patch14_224": "G/14",
@@ -46,7 +49,6 @@ def label(row: VariantFlops) -> str:
     name = SHORT.get(row.model, row.model)
     if row.block_index is None:
         return name
-    from tlbench.report.plots import position_label
 
     return f"{name} + {row.num_tokens} TL at {position_label(row.position)}"
 
@@ -58,8 +60,6 @@ def write_comparison(rows: list[VariantFlops], out_dir: str | Path) -> list[Path
     import timm
     import torch
 
-    import tlbench
-    from tlbench.study.manifest import git_sha
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,6 @@ def plot_comparison(records: list[dict], out_dir: Path) -> list[Path]:
     """Two bar panels, GFLOPs and parameters, one bar per row; plain models in grey."""
     import matplotlib.pyplot as plt
 
-    from tlbench.report.plots import BASE_COLOR, _style
 
     _style()
     labels = [r["label"] for r in records]

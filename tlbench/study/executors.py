@@ -27,14 +27,12 @@ from typing import Any
 import submitit
 
 from tlbench import files, results
-from tlbench.backbones.vit import Variant
 from tlbench.config import ExecutorConfig, SweepConfig
+from tlbench.core import Variant
 from tlbench.errors import SubmissionError
 from tlbench.study import shards
-from tlbench.study.sweep import Book, _compute, _quality, _speed
+from tlbench.study.stages import Book, run_stage
 from tlbench.study.workers import Failure
-
-STAGE_RUNNERS = {"compute": _compute, "quality": _quality}
 
 
 class ShardBook(Book):
@@ -71,10 +69,7 @@ class UnitJob(submitit.helpers.Checkpointable):
         """Returns the number of units it finished; an error becomes their failed shards."""
         book = ShardBook(Path(self.run_dir))
         try:
-            if self.stage == "speed":
-                _speed(self.config, list(self.variants), list(self.todo), book)
-            else:
-                STAGE_RUNNERS[self.stage](self.config, list(self.todo), book)
+            run_stage(self.stage, self.config, list(self.variants), list(self.todo), book)
         except Exception as e:  # a job never raises (DebugExecutor would open a debugger)
             written = shards.shard_units(book.run_dir)
             book.fail([v for v in self.todo if (v.model, v.name, self.stage) not in written],

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tlbench.backbones.vit import Variant
+import tlbench
 from tlbench.config import SweepConfig, to_dict
+from tlbench.core import Variant
 
 
 def run_id(config: SweepConfig) -> str:
@@ -36,7 +37,6 @@ def manifest_for(config: SweepConfig, variants: list[Variant], rid: str) -> dict
     import timm
     import torch
 
-    import tlbench
 
     return {
         "run_id": rid,
@@ -76,6 +76,7 @@ def _variant_record(v: Variant) -> dict[str, Any]:
     """A variant as the manifest lists it; `params` only when set, so manifests of methods
     without parameters read as before parameters existed."""
     record = dict(dataclasses.asdict(v), name=v.name)
+    del record["label"]  # the name holds it
     if not v.params:
         del record["params"]
     return record
