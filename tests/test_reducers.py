@@ -201,12 +201,12 @@ def test_a_sweep_file_naming_an_unknown_method_is_one_line(tmp_path: Path) -> No
 def test_every_method_and_token_count_gets_its_own_line_style() -> None:
     import pandas as pd
 
-    from tlbench.report.plots import _palette
+    from tlbench.report.style import series_palette
 
     keys = pd.Series([(m, s) for m in METHODS for s in (8, 16)])
-    styles = _palette(keys)
+    styles = series_palette(keys)
     assert len({(st["color"], st["marker"]) for st in styles.values()}) == len(keys)
-    one = _palette(pd.Series([("tokenlearner", 8), ("tokenlearner", 16)]))
+    one = series_palette(pd.Series([("tokenlearner", 8), ("tokenlearner", 16)]))
     assert one[("tokenlearner", 8)]["color"] != one[("tokenlearner", 16)]["color"]  # as before
 
 

@@ -18,7 +18,7 @@ from tlbench import results
 from tlbench.data.images import _load_image, _pil_transform
 from tlbench.data.sources import BUILTIN, load_splits, parse_spec
 from tlbench.errors import ConfigError, DataError
-from tlbench.report.plots import _style
+from tlbench.report.style import apply_style
 from tlbench.report.token_maps import (
     MapsSource,
     load_model,
@@ -96,7 +96,7 @@ def plot_maps(images: torch.Tensor, maps: torch.Tensor, out_stem: str | Path, ti
     import numpy as np
 
 
-    _style()
+    apply_style()
     b, s, h, w = maps.shape
     gray = images.float().mean(1).numpy()  # [B, H, W]
     fig, axes = plt.subplots(b, s + 2, figsize=(1.3 * (s + 2), 1.35 * b + 0.6), squeeze=False)

@@ -31,82 +31,40 @@ import pandas as pd
 import seaborn as sns
 
 from tlbench import files
-from tlbench.backbones.video import VIDEO_MODELS
-
-BASE_COLOR = "0.25"
-RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "axes.titleweight": "bold"}
-
-
-def _style() -> None:
-    sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.15, rc=RC)
-
-
-def _metric(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of one metric with a finite value; accuracy only after training (stage 'quality')."""
-    rows = df[(df["metric"] == metric) & np.isfinite(df["value"].astype("float64"))]
-    return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
-
-
-METHOD_LABELS = {"tokenlearner": "TokenLearner", "patchmerger": "PatchMerger", "pool": "pooling",
-                 "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe"}  # fmt: skip
-
-
-def _series(df: pd.DataFrame) -> pd.Series:
-    """One line per (method, token count): the key every figure colours by. Rows written before
-    methods existed have no method: they are TokenLearner's."""
-    method = df["method"] if "method" in df else pd.Series(None, index=df.index, dtype=object)
-    method = method.where(method.notna(), "tokenlearner")
-    return pd.Series(list(zip(method, df["num_tokens"], strict=True)), index=df.index)
-
-
-REDUCER = "the reducer"
-MARKERS, LINES = ("o", "s", "^", "D"), ("-", "--", ":", "-.")
-
-
-def _palette(keys: pd.Series) -> dict[tuple[str, int], dict]:
-    """Line style per (method, tokens): with one method a colour per token count (the paper's
-    figure); with several a colour per method and a marker and dash per token count."""
-    found = sorted({k for k in keys if not pd.isna(k[1])})
-    methods, tokens = sorted({m for m, _ in found}), sorted({t for _, t in found})
-    if len(methods) <= 1:
-        colors = sns.color_palette("colorblind", max(len(tokens), 1))
-        return {k: dict(color=colors[tokens.index(k[1])], marker="o", ls="-") for k in found}
-    colors = sns.color_palette("colorblind", len(methods))
-    return {(m, t): dict(color=colors[methods.index(m) % len(colors)],
-                         marker=MARKERS[tokens.index(t) % 4], ls=LINES[tokens.index(t) % 4])
-            for m, t in found}  # fmt: skip
-
-
-def _label(key: tuple[str, int], keys: dict[tuple[str, int], dict], short: bool = False) -> str:
-    """'TokenLearner, 8 tokens'; '8 tokens' in a short legend when one method is shown."""
-    method, tokens = key
-    if short and len({m for m, _ in keys}) == 1:
-        return f"{int(tokens)} tokens"
-    return f"{METHOD_LABELS.get(method, method)}, {int(tokens)} tokens"
-
-
-def _where(df: pd.DataFrame) -> str:
-    """What 'position' places: TokenLearner, or any of several reducers."""
-    methods = {m for m, _ in _series(df[df["variant"] != "baseline"])}
-    return METHOD_LABELS.get(next(iter(methods)), REDUCER) if len(methods) == 1 else REDUCER
-
-
-def _model_title(df: pd.DataFrame) -> str:
-    models = sorted(df["model"].dropna().unique())
-    return ", ".join(models)
+from tlbench.report.family import FAMILY
+from tlbench.report.style import (
+    BASE_COLOR,
+    METHOD_LABELS,
+    REDUCER,
+    apply_style,
+    axes_legend,
+    bottom_margin,
+    figure_legend,
+    is_reliable,
+    item_name,
+    metric_rows,
+    model_title,
+    pareto_front,
+    position_label,
+    series_keys,
+    series_label,
+    series_palette,
+    slug,
+    where_note,
+)
 
 
 def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     """Few-shot accuracy (%) vs relative position, a panel per (dataset, shots)."""
-    acc = _metric(df, "fewshot_acc")
+    acc = metric_rows(df, "fewshot_acc")
     if acc.empty:
         return None
     datasets, shots = sorted(acc["dataset"].dropna().unique()), sorted(acc["shots"].dropna().unique())
     fig, axes = plt.subplots(len(datasets), len(shots), figsize=(3.2 * len(shots), 2.8 * len(datasets)),
                              squeeze=False, sharex=True)  # fmt: skip
     tl = acc[acc["variant"] != "baseline"]
-    palette = _palette(_series(tl))
-    what = _where(acc)
+    palette = series_palette(series_keys(tl))
+    what = where_note(acc)
     for (i, ds), (j, k) in ((a, b) for a in enumerate(datasets) for b in enumerate(shots)):
         ax, sub = axes[i][j], acc[(acc["dataset"] == ds) & (acc["shots"] == k)]
         base = sub[sub["variant"] == "baseline"]["value"] * 100
@@ -116,10 +74,10 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
             ax.axhline(m, color=BASE_COLOR, ls="--", lw=1.2,
                        label=f"baseline (no {what})" if what != REDUCER else "baseline (no reduction)")
         reduced = sub[sub["variant"] != "baseline"]
-        for key, g in reduced.groupby(_series(reduced)):
+        for key, g in reduced.groupby(series_keys(reduced)):
             stats = g.groupby("position")["value"].agg(["mean", "std"]).reset_index()
             ax.errorbar(stats["position"], stats["mean"] * 100, yerr=stats["std"].fillna(0) * 100,
-                        ms=4, capsize=2.5, lw=1.5, label=_label(key, palette), **palette[key])  # fmt: skip
+                        ms=4, capsize=2.5, lw=1.5, label=series_label(key, palette), **palette[key])  # fmt: skip
         ax.set_title(f"{ds}, {k}-shot", fontsize=10)
         ax.set_xlim(-0.05, 1.05)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
@@ -128,21 +86,14 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
             ax.set_ylabel("few-shot accuracy (%)")
         if i == len(datasets) - 1:
             ax.set_xlabel(f"relative position p of {what}")
-    fig.suptitle(f"Few-shot linear probe vs position of {what} — {_model_title(df)}")
-    _legend(fig, axes)
+    fig.suptitle(f"Few-shot linear probe vs position of {what} — {model_title(df)}")
+    figure_legend(fig, axes)
     return fig
-
-
-def _item(df: pd.DataFrame) -> str:
-    """What one input is: a clip for video models, else an image."""
-
-    models = set(df["model"].dropna()) if "model" in df else set()
-    return "clip" if models and models <= set(VIDEO_MODELS) else "image"
 
 
 def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     """GFLOPs per image vs relative position, a line per token count, baseline dashed."""
-    g = _metric(df, "gflops")
+    g = metric_rows(df, "gflops")
     if g.empty:
         return None
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
@@ -150,18 +101,18 @@ def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     if len(base):
         ax.axhline(base.iloc[0], color=BASE_COLOR, ls="--", lw=1.2, label="baseline")
     tl = g[g["variant"] != "baseline"]
-    palette = _palette(_series(tl))
-    for key, sub in tl.groupby(_series(tl)):
+    palette = series_palette(series_keys(tl))
+    for key, sub in tl.groupby(series_keys(tl)):
         sub = sub.sort_values("position")
-        ax.plot(sub["position"], sub["value"], ms=4, lw=1.5, label=_label(key, palette, short=True),
+        ax.plot(sub["position"], sub["value"], ms=4, lw=1.5, label=series_label(key, palette, short=True),
                 **palette[key])  # fmt: skip
-    ax.set_xlabel(f"relative position p of {_where(g)}")
-    ax.set_ylabel(f"GFLOPs per {_item(df)} (1 MAC = 1 FLOP)")
+    ax.set_xlabel(f"relative position p of {where_note(g)}")
+    ax.set_ylabel(f"GFLOPs per {item_name(df)} (1 MAC = 1 FLOP)")
     ax.set_ylim(bottom=0)
     ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
     ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
-    ax.set_title(f"Compute vs position — {_model_title(df)}", fontsize=10)
-    _axes_legend(ax, len(palette))
+    ax.set_title(f"Compute vs position — {model_title(df)}", fontsize=10)
+    axes_legend(ax, len(palette))
     sns.despine(fig)
     return fig
 
@@ -222,17 +173,9 @@ class _MethodStyles:
                 text.set_fontweight("bold")
 
 
-def position_label(p: float) -> str:
-    """0, 1/4, 1/2, 3/4, 1, 2/11: a simple fraction when p is one; else 3 digits."""
-    from fractions import Fraction
-
-    f = Fraction(float(p)).limit_denominator(24)
-    return str(f) if abs(float(f) - p) < 1e-9 else f"{p:.3g}"
-
-
 def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure | None:
     """Accuracy vs GFLOPs at one shot count (5 if present: the paper's), a panel per dataset."""
-    acc, g = _metric(df, "fewshot_acc"), _metric(df, "gflops")
+    acc, g = metric_rows(df, "fewshot_acc"), metric_rows(df, "gflops")
     if acc.empty or g.empty:
         return None
     available = sorted(acc["shots"].dropna().unique())
@@ -241,14 +184,14 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
     flops = g.groupby("variant")["value"].first()
     datasets = sorted(acc["dataset"].dropna().unique())
     reduced = acc[acc["variant"] != "baseline"]
-    palette = _palette(_series(reduced))
+    palette = series_palette(series_keys(reduced))
     by_method = len({m for m, _ in palette}) > 1  # colour = method, marker = position
     styles = _MethodStyles(reduced, palette) if by_method else None
     many = len(palette) > 2  # several series: one legend, beside the last panel
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.6 * len(datasets) + 2 * many, 3.6),
                              squeeze=False)  # fmt: skip
     for ax, ds in zip(axes[0], datasets, strict=True):
-        sub = acc[acc["dataset"] == ds].assign(series=lambda d: _series(d))
+        sub = acc[acc["dataset"] == ds].assign(series=lambda d: series_keys(d))
         pts = sub.groupby(["variant", "position", "series"], dropna=False)
         pts = pts["value"].agg(["mean", "std"]).reset_index()
         pts["gflops"] = pts["variant"].map(flops)
@@ -272,10 +215,10 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
                 color="tab:red", lw=1, alpha=0.7, label="Pareto front")  # fmt: skip
         if not styles:
             for key, st in palette.items():
-                ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette))
+                ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=series_label(key, palette))
             ax.plot([], [], "*", ms=11, color=BASE_COLOR, label="baseline")
         ax.margins(x=0.15, y=0.08)
-        ax.set_xlabel(f"GFLOPs per {_item(df)}")
+        ax.set_xlabel(f"GFLOPs per {item_name(df)}")
         ax.set_ylabel(f"{shots}-shot accuracy (%)")
         ax.set_title(ds, fontsize=10)
         if styles:
@@ -285,7 +228,7 @@ def accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure
             ax.legend(frameon=False, fontsize=7, loc="lower right")
         elif ax is axes[0][-1]:
             ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle(f"Accuracy vs compute — {_model_title(df)}", y=1.02)
+    fig.suptitle(f"Accuracy vs compute — {model_title(df)}", y=1.02)
     sns.despine(fig)
     return fig
 
@@ -311,7 +254,7 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
         return None
     shots = 5 if 5 in common else max(common)
     before, after = STAGE_NAMES.get(adapt or "", BEFORE_AFTER)
-    palette = _palette(_series(reduced))
+    palette = series_palette(series_keys(reduced))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
     for ax, ds in zip(axes[0], datasets, strict=True):
         base = acc[(acc["variant"] == "baseline") & (acc["stage"] == "quality") & (acc["dataset"] == ds)
@@ -320,7 +263,7 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
             ax.axhline(base.mean() * 100, color=BASE_COLOR, ls=":", lw=1.5)
         for stage, ls in (("quality_init", "--"), ("quality", "-")):
             rows = pairs[stage][(pairs[stage]["dataset"] == ds) & (pairs[stage]["shots"] == shots)]
-            for key, g in rows.groupby(_series(rows)):
+            for key, g in rows.groupby(series_keys(rows)):
                 mean = g.groupby("position")["value"].mean()
                 st = palette[key]
                 ax.plot(mean.index, mean.to_numpy() * 100, ls=ls, lw=1.5, ms=4, marker=st["marker"],
@@ -329,7 +272,7 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
         ax.set_xlim(-0.05, 1.05)
         ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
         ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
-        ax.set_xlabel(f"relative position p of {_where(acc)}")
+        ax.set_xlabel(f"relative position p of {where_note(acc)}")
         if ax is axes[0][0]:
             ax.set_ylabel(f"{shots}-shot accuracy (%)")
     from matplotlib.lines import Line2D
@@ -341,12 +284,12 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
     labels = [before, after, "baseline"]
     handles += [Line2D([], [], color=st["color"], marker=st["marker"], ms=4, lw=1.5)
                 for st in palette.values()]  # fmt: skip
-    labels += [_label(key, palette, short=True) for key in palette]
+    labels += [series_label(key, palette, short=True) for key in palette]
     rows = max(3, -(-len(labels) // 5))  # at most 5 columns
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
                ncol=-(-len(labels) // rows), fontsize=8)  # fmt: skip
     gap = "\n" if len(datasets) == 1 else " "  # one panel: two lines, no wider than the figure
-    fig.suptitle(f"Few-shot accuracy {before} vs {after}{gap}(mean over seeds) — {_model_title(df)}")
+    fig.suptitle(f"Few-shot accuracy {before} vs {after}{gap}(mean over seeds) — {model_title(df)}")
     sns.despine(fig)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
@@ -354,7 +297,7 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
 
 def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     """Measured speedup vs FLOP-implied speedup (baseline GFLOPs / variant GFLOPs)."""
-    sp, g = _metric(df, "speedup"), _metric(df, "gflops")
+    sp, g = metric_rows(df, "speedup"), metric_rows(df, "gflops")
     if sp.empty or g.empty:
         return None
     flops = g.groupby("variant")["value"].first()
@@ -370,11 +313,11 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     diagonal = ax.plot([lo, hi], [lo, hi], color=BASE_COLOR, ls="--", lw=1, label="speedup = FLOP ratio")
-    sp["series"] = _series(sp)
-    palette = _palette(sp["series"])
+    sp["series"] = series_keys(sp)
+    palette = series_palette(sp["series"])
     styles = _MethodStyles(sp, palette) if len({m for m, _ in palette}) > 1 else None
     for _, r in sp.iterrows():
-        c, m, shaky = palette[r["series"]]["color"], palette[r["series"]]["marker"], not _reliable(r)
+        c, m, shaky = palette[r["series"]]["color"], palette[r["series"]]["marker"], not is_reliable(r)
         ci_low, ci_high = r.get("ci_low"), r.get("ci_high")
         if pd.notna(ci_low) and pd.notna(ci_high):
             ax.errorbar(r["flops_speedup"], r["value"], lw=0, elinewidth=1, capsize=2, color=c,
@@ -388,9 +331,9 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
                     textcoords="offset points", xytext=(5, -9), fontsize=7)  # fmt: skip
     if not styles:
         for key, st in palette.items():
-            ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=_label(key, palette, short=True))
+            ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=series_label(key, palette, short=True))
     shaky_mark = None
-    if not all(_reliable(r) for _, r in sp.iterrows()):
+    if not all(is_reliable(r) for _, r in sp.iterrows()):
         (shaky_mark,) = ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
     dev = sp["device"].dropna().unique()
     ax.set_xlabel("FLOP-implied speedup (×)")
@@ -403,32 +346,15 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
-    where = f"{_model_title(df)} on {dev[0]}" if len(dev) else _model_title(df)
+    where = f"{model_title(df)} on {dev[0]}" if len(dev) else model_title(df)
     ax.set_title(f"Wall-clock vs FLOPs — {where}", fontsize=9)
     if styles:
         extras = [(diagonal[0], "speedup = FLOP ratio")]
         styles.legend(ax, extras + ([(shaky_mark, shaky_mark.get_label())] if shaky_mark else []))
     else:
-        _axes_legend(ax, len(palette))
+        axes_legend(ax, len(palette))
     sns.despine(fig)
     return fig
-
-
-def _reliable(row: pd.Series) -> bool:
-    """A speedup is unreliable when its run said so; rows from before intervals count as reliable."""
-    flag = row.get("reliable")
-    return flag is None or (isinstance(flag, float) and np.isnan(flag)) or flag in (True, "True", 1)
-
-
-def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Indices of points no other point beats (lower or equal cost, higher value), by cost."""
-    order = np.argsort(cost, kind="stable")
-    front, best = [], -np.inf
-    for i in order:
-        if value[i] > best:
-            front.append(i)
-            best = value[i]
-    return np.array(front, dtype=int)
 
 
 FIGURES = {
@@ -437,110 +363,6 @@ FIGURES = {
     "accuracy_vs_gflops": accuracy_vs_gflops,
     "speedup_vs_flops": speedup_vs_flops,
     "accuracy_vs_position_adapt": accuracy_vs_position_adapt,
-}
-
-
-
-def _model_colors(df: pd.DataFrame) -> dict[str, Any]:
-    """A colour per model, the models ordered by their baseline's GFLOPs (else as they come)."""
-    g = _metric(df, "gflops")
-    base = g[g["variant"] == "baseline"].groupby("model")["value"].first()
-    models = sorted(dict.fromkeys(df["model"].dropna()), key=lambda m: base.get(m, np.inf))
-    colors = sns.color_palette("colorblind", max(len(models), 1))
-    return {m: colors[i % len(colors)] for i, m in enumerate(models)}
-
-
-def family_gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
-    """GFLOPs vs position for several models on one log axis: a colour per model, its baseline
-    dashed; with several methods or token counts a marker and dash per (method, tokens)."""
-    g = _metric(df, "gflops")
-    if g["model"].nunique() < 2:
-        return None
-    colors = _model_colors(df)
-    reduced = g[g["variant"] != "baseline"]
-    keys = sorted(set(_series(reduced)), key=str)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for model, c in colors.items():
-        sub = g[g["model"] == model]
-        base = sub[sub["variant"] == "baseline"]["value"]
-        if len(base):
-            ax.axhline(base.iloc[0], color=c, ls="--", lw=1)
-        red = sub[sub["variant"] != "baseline"]
-        for key, s in red.groupby(_series(red)):
-            i = keys.index(key)
-            s = s.sort_values("position")
-            ax.plot(s["position"], s["value"], marker=MARKERS[i % 4], ls=LINES[i % 4], ms=4, lw=1.5, color=c)
-        ax.plot([], [], color=c, lw=2, label=model)
-    if len(keys) > 1:
-        for i, key in enumerate(keys):
-            ax.plot([], [], color="0.35", marker=MARKERS[i % 4], ls=LINES[i % 4], label=_label(key, dict.fromkeys(keys)))
-    ax.plot([], [], color="0.35", ls="--", lw=1, label="baseline (no reduction)")
-    ax.set_yscale("log")
-    ax.set_xlabel(f"relative position p of {_where(g)}")
-    ax.set_ylabel(f"GFLOPs per {_item(df)} (1 MAC = 1 FLOP)")
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
-    ax.set_title(f"Compute vs position — {len(colors)} models", fontsize=10)
-    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    sns.despine(fig)
-    return fig
-
-
-def family_accuracy_vs_gflops(df: pd.DataFrame, shots: int | None = None) -> plt.Figure | None:
-    """The paper's accuracy vs GFLOPs across models, a panel per dataset: a colour per model, its
-    baseline a star, each reducer variant a dot joined to that baseline; GFLOPs on a log axis.
-    Top left (more accurate for less compute) is better."""
-    acc, g = _metric(df, "fewshot_acc"), _metric(df, "gflops")
-    if acc.empty or g.empty or acc["model"].nunique() < 2:
-        return None
-    available = sorted(acc["shots"].dropna().unique())
-    shots = shots if shots in available else (5 if 5 in available else available[-1])
-    acc = acc[acc["shots"] == shots]
-    flops = g.groupby(["model", "variant"])["value"].first()
-    colors = _model_colors(df)
-    datasets = sorted(acc["dataset"].dropna().unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.0 * len(datasets) + 2, 4.0), squeeze=False)
-    for ax, ds in zip(axes[0], datasets, strict=True):
-        pts = acc[acc["dataset"] == ds].groupby(["model", "variant", "position"], dropna=False)
-        pts = pts["value"].agg(["mean", "std"]).reset_index()
-        pts["gflops"] = [flops.get((m, v), np.nan) for m, v in zip(pts["model"], pts["variant"], strict=True)]
-        pts = pts.dropna(subset=["gflops"])
-        for model, c in colors.items():
-            mine = pts[pts["model"] == model]
-            base, red = mine[mine["variant"] == "baseline"], mine[mine["variant"] != "baseline"]
-            for _, r in red.iterrows():
-                if len(base):  # the variant joined to its own baseline: what the reducer trades
-                    b = base.iloc[0]
-                    ax.plot([b["gflops"], r["gflops"]], [b["mean"] * 100, r["mean"] * 100], color=c, lw=0.8, alpha=0.5)
-                ax.errorbar(r["gflops"], r["mean"] * 100, yerr=0 if pd.isna(r["std"]) else r["std"] * 100,
-                            marker="o", ms=5, color=c, lw=0, elinewidth=1, capsize=2)  # fmt: skip
-                ax.annotate(f"p={position_label(r['position'])}", (r["gflops"], r["mean"] * 100),
-                            textcoords="offset points", xytext=(4, -8), fontsize=6, color=c)  # fmt: skip
-            for _, b in base.iterrows():
-                ax.plot(b["gflops"], b["mean"] * 100, marker="*", ms=12, color=c, mec="0.2", mew=0.5, ls="none")
-        ax.set_xscale("log")
-        ax.margins(x=0.1, y=0.1)
-        ax.annotate("better", xy=(0.03, 0.97), xytext=(0.2, 0.8), xycoords="axes fraction",
-                    textcoords="axes fraction", fontsize=8, color="0.3", ha="center", va="center",
-                    arrowprops=dict(arrowstyle="->", color="0.4", lw=1))  # fmt: skip
-        ax.set_xlabel(f"GFLOPs per {_item(df)} (log scale)")
-        ax.set_ylabel(f"{shots}-shot accuracy (%)")
-        ax.set_title(f"{ds} (top left is better)", fontsize=10)
-    ax = axes[0][-1]
-    for model, c in colors.items():
-        ax.plot([], [], ls="none", marker="o", color=c, label=model)
-    ax.plot([], [], ls="none", marker="*", ms=11, color="0.5", mec="0.2", mew=0.5, label="baseline")
-    ax.plot([], [], ls="none", marker="o", color="0.5", label=_where(acc))
-    ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle(f"Accuracy vs compute across {len(colors)} models", y=1.02)
-    sns.despine(fig)
-    return fig
-
-
-FAMILY = {
-    "family_gflops_vs_position": family_gflops_vs_position,
-    "family_accuracy_vs_gflops": family_accuracy_vs_gflops,
 }
 
 
@@ -564,14 +386,14 @@ def plot_results(df: pd.DataFrame, out_dir: str | Path, missing: list[tuple[str,
     adaptation; without it they are 'before/after adaptation'.
     """
     out_dir = files.make_dir(out_dir)  # a file in the way or no permission: one-line error
-    _style()
+    apply_style()
     models = list(dict.fromkeys(df["model"].dropna())) if "model" in df else []
     if len(models) <= 1:
         return _draw(df, FIGURES, out_dir, "", [m[:3] for m in missing or ()], adapt)
     written = []
     for model in models:  # each model's own figures, as a one-model run draws them
         mine = [m[:3] for m in missing or () if len(m) < 4 or m[3] == model]
-        written += _draw(df[df["model"] == model], FIGURES, out_dir, f"-{_slug(model)}", mine, adapt)
+        written += _draw(df[df["model"] == model], FIGURES, out_dir, f"-{slug(model)}", mine, adapt)
     labelled = [(m[0], f"{m[3]} {m[1]}" if len(m) > 3 else m[1], m[2]) for m in missing or ()]
     return written + _draw(df, FAMILY, out_dir, "", labelled, adapt)
 
@@ -586,7 +408,7 @@ def _draw(df: pd.DataFrame, figures: dict[str, Any], out_dir: Path, suffix: str,
         notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing
                  if name in AFFECTED.get(stage, ())]  # fmt: skip
         if notes:  # below everything drawn, legends under the axes included
-            fig.text(0.01, _bottom(fig) - 0.02, "Not shown: " + "; ".join(notes), fontsize=7,
+            fig.text(0.01, bottom_margin(fig) - 0.02, "Not shown: " + "; ".join(notes), fontsize=7,
                      color="tab:red", ha="left", va="top", wrap=True)  # fmt: skip
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}{suffix}.{ext}"
@@ -595,31 +417,4 @@ def _draw(df: pd.DataFrame, figures: dict[str, Any], out_dir: Path, suffix: str,
         plt.close(fig)
     return written
 
-
-def _slug(model: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model)
-
-
-def _bottom(fig: plt.Figure) -> float:
-    """The lowest point of anything drawn, in figure coordinates (below 0 for a legend under it)."""
-    box = fig.get_tightbbox(fig.canvas.get_renderer())
-    return min(0.0, box.y0 / fig.get_figheight())
-
-
-def _axes_legend(ax: plt.Axes, series: int) -> None:
-    """Inside the axes for a few lines; beside them when several methods would cover the data."""
-    if series > 3:
-        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    else:
-        ax.legend(frameon=False, fontsize=8)
-
-
-def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False,
-               bbox_to_anchor=(0.5, 0.0))  # fmt: skip  (below the axes, however many rows)
-    sns.despine(fig)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
 

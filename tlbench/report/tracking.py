@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from tlbench.data.clips import even_indices
 from tlbench.data.sources import load_splits
-from tlbench.report.plots import _style
+from tlbench.report.style import apply_style
 from tlbench.report.token_maps import load_model, save_figure, token_maps, trained_sources
 
 
@@ -71,7 +71,7 @@ def plot_maps_over_time(clips: torch.Tensor, masks: torch.Tensor, maps: torch.Te
     from matplotlib.patches import Rectangle
 
 
-    _style()
+    apply_style()
     b, t, s, h, w = maps.shape
     frames = clips.float().mean(1)  # [B, F, H, W]
     frames = frames[:, even_indices(frames.shape[1], t * (frames.shape[1] // t or 1))]

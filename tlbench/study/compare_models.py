@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tlbench
 from tlbench.measure.flops import VariantFlops, count_variants
-from tlbench.report.plots import BASE_COLOR, _style, position_label
+from tlbench.report.style import BASE_COLOR, apply_style, position_label
 from tlbench.study.manifest import git_sha
 from tlbench.variants import make_variants
 
@@ -84,7 +84,7 @@ def plot_comparison(records: list[dict], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
 
-    _style()
+    apply_style()
     labels = [r["label"] for r in records]
     colors = [BASE_COLOR if r["block_index"] is None else "C0" for r in records]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(records) + 1.4), sharey=True)
