@@ -10,7 +10,7 @@ import pytest
 
 from tlbench import results
 from tlbench.errors import ConfigError, ResultsError
-from tlbench.study.check import RunFinding, compare_runs, passed
+from tlbench.report.compare import RunFinding, compare_runs, passed
 
 ACC_TOL = 0.02
 

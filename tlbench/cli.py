@@ -553,7 +553,7 @@ def compare(
     with user_errors():
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
-        from tlbench.study.check import ACC_TOL, compare_runs, passed
+        from tlbench.report.compare import ACC_TOL, compare_runs, passed
 
         findings = compare_runs(run, reference, acc_tol=ACC_TOL if acc_tol is None else acc_tol,
                                 per_shots=per_shots)  # fmt: skip
