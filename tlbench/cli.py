@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tlbench.config import GridConfig, QualityConfig, SpeedConfig
+from tlbench.config import PAPER_TOKENS, GridConfig, ModelConfig, QualityConfig, SpeedConfig
 from tlbench.core import DEFAULT_METHOD
 from tlbench.errors import ConfigError, TLBenchError
 
-Q, S, G = QualityConfig(), SpeedConfig(), GridConfig()  # option defaults: config.py is where they live
+Q, S, G, M = QualityConfig(), SpeedConfig(), GridConfig(), ModelConfig()  # option defaults: config.py is where they live
 METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random, topk, evit, "
                "tome (merge N patch tokens to S in block k) or tome_r (merge r per block from k "
                "on; needs --param r=R; S is then derived) (tlbench/reducers/); S is the number "
@@ -140,12 +140,12 @@ def flops(
     positions: str | None = typer.Option(
         None, help="Relative positions p in [0,1], comma list. Default: every block index 0..depth."
     ),
-    tokens: str = typer.Option("8,16", help="Numbers of learned tokens S, comma list."),
+    tokens: str = typer.Option(",".join(map(str, PAPER_TOKENS)), help="Numbers of learned tokens S, comma list."),
     img_size: int | None = typer.Option(None, help="Input size (default: the model's)."),
     frames: int | None = typer.Option(None, help="Video models: frames per clip (default: the model's)."),
-    version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
-    fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
-    method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
+    version: str = typer.Option(G.version, "--version", help="TokenLearner version: 1.1 or 1.0."),
+    fuser: bool = typer.Option(G.fuser, help="TokenLearner + TokenFuser in every layer from p on."),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help=METHOD_HELP),
     param: list[str] = typer.Option([], "--param", help=PARAM_HELP),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Include the unmodified model."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
@@ -184,9 +184,9 @@ def flops(
 def compare_models(
     model: list[str] = typer.Option(..., "--model", "-m", help="A model to count with TokenLearner (repeatable)."),
     positions: str = typer.Option("0.5,0.75", help="Relative positions p, comma list."),
-    tokens: str = typer.Option("8,16", help="Numbers of learned tokens S, comma list."),
+    tokens: str = typer.Option(",".join(map(str, PAPER_TOKENS)), help="Numbers of learned tokens S, comma list."),
     reference: list[str] = typer.Option([], "--reference", "-r", help="A model counted plain only (repeatable)."),
-    version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
+    version: str = typer.Option(G.version, "--version", help="TokenLearner version: 1.1 or 1.0."),
     out: Path | None = typer.Option(None, help="Write compute.csv/.json and compute.png/.pdf here."),
 ) -> None:
     """GFLOPs and parameters of several models, with TokenLearner and plain, in one table."""
@@ -214,11 +214,11 @@ def maps(
     every: bool = typer.Option(False, "--all", help="Every trained TokenLearner of RUN_DIR (built-in data): "
                                "RUN_DIR/figures/maps-NAME.png/.pdf and maps.csv, as a sweep writes them."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A training checkpoint (.pt) instead of a run."),
-    model: str = typer.Option("vit_cpu6", "--model", "-m", help="With --checkpoint: the model it was trained as."),
+    model: str = typer.Option(M.name, "--model", "-m", help="With --checkpoint: the model it was trained as."),
     position: float | None = typer.Option(None, help="With --checkpoint: relative position p of the TokenLearner."),
     tokens: int = typer.Option(8, help="With --checkpoint: number of learned tokens S."),
-    version: str = typer.Option("1.1", "--version", help="With --checkpoint: TokenLearner version 1.1 or 1.0."),
-    fuser: bool = typer.Option(False, help="With --checkpoint: trained with the TokenFuser."),
+    version: str = typer.Option(G.version, "--version", help="With --checkpoint: TokenLearner version 1.1 or 1.0."),
+    fuser: bool = typer.Option(G.fuser, help="With --checkpoint: trained with the TokenFuser."),
     img_size: int | None = typer.Option(None, help="With --checkpoint: input size (default: the model's)."),
     images: Path | None = typer.Option(None, "--images", help="A folder of images (default: built-in digits)."),
     count: int = typer.Option(4, help="How many images (one digit per class by default)."),
@@ -589,9 +589,9 @@ def probe(
     model: str = typer.Option(..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."),
     position: float | None = typer.Option(None, help="Relative position p in [0,1]; omit for the baseline."),
     tokens: int = typer.Option(8, help="Number of learned tokens S."),
-    version: str = typer.Option("1.1", "--version", help="TokenLearner version: 1.1 or 1.0."),
-    fuser: bool = typer.Option(False, help="TokenLearner + TokenFuser in every layer from p on."),
-    method: str = typer.Option("tokenlearner", "--method", help=METHOD_HELP),
+    version: str = typer.Option(G.version, "--version", help="TokenLearner version: 1.1 or 1.0."),
+    fuser: bool = typer.Option(G.fuser, help="TokenLearner + TokenFuser in every layer from p on."),
+    method: str = typer.Option(DEFAULT_METHOD, "--method", help=METHOD_HELP),
     param: list[str] = typer.Option([], "--param", help="A method parameter, NAME=INTEGER (repeatable): r=13 for tome_r."),
     train_data: str = typer.Option(Q.train_data, help="Training set: mnist, digits, folder:PATH, cifar10[:ROOT], ...; clips: moving_mnist, videos:PATH"),
     probe_data: str = typer.Option(",".join(Q.probe_data), help="Probe sets, comma list; each is tested on its own held-out split."),
@@ -609,7 +609,7 @@ def probe(
     checkpoint_dir: Path | None = typer.Option(None, help="Keep trained weights here; a rerun loads them."),
     download: bool = typer.Option(False, help="Let torchvision datasets download (needs network)."),
     init_reference: bool = typer.Option(Q.init_reference, "--init-reference/--no-init-reference", help="Also probe the features before training."),
-    threads: int | None = typer.Option(None, help="CPU threads (default: all cores)."),
+    threads: int | None = typer.Option(Q.threads, help="CPU threads (default: as a sweep's training process, whose thread count sets the float rounding)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
     """Train one variant briefly, then few-shot probe its frozen features (big_vision ridge)."""

@@ -42,6 +42,7 @@ class ModelConfig:
         return self.names or (self.name,)
 
 
+PAPER_TOKENS = (8, 16)  # the paper's S: what `tlbench flops` and make_variants count by default
 ADAPT = ("scratch", "none", "distill")  # quality.adapt
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from tlbench.backbones.vit import create, load_backbone, model_info, shared_weights_copy
+from tlbench.config import PAPER_TOKENS
 from tlbench.core import DEFAULT_METHOD, Variant
 from tlbench.errors import ConfigError
 from tlbench.reducers import REDUCERS, check_params, get_reducer
@@ -92,7 +93,7 @@ def param_grid(params: Mapping[str, int | Sequence[int]] | None) -> list[dict[st
 def make_variants(
     model: str,
     positions: list[float] | None = None,
-    tokens: list[int] | tuple[int, ...] = (8, 16),
+    tokens: list[int] | tuple[int, ...] = PAPER_TOKENS,
     *,
     baseline: bool = True,
     version: str = "1.1",
