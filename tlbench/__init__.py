@@ -10,14 +10,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "build_variant": "tlbench.backbones.vit",
-    "make_variants": "tlbench.backbones.vit",
+    "build_variant": "tlbench.variants",
+    "build_model": "tlbench.variants",
+    "make_variant": "tlbench.variants",
+    "make_variants": "tlbench.variants",
     "count_flops": "tlbench.measure.flops",
     "run_sweep": "tlbench.study.sweep",
     "load_sweep": "tlbench.config",
     "load_results": "tlbench.results",
     "fewshot_accuracy": "tlbench.quality.fewshot",
     "measure_throughput": "tlbench.measure.throughput",
+    "recommend": "tlbench.report.recommend",
+    "run_status": "tlbench.study.status",
+    "compare_runs": "tlbench.report.compare",
 }
 __all__ = ["__version__", *_PUBLIC]
 

@@ -42,14 +42,12 @@ from tlbench.data.clips import (
     even_indices,
     holds_classes,
     layout,
-    parse_options,
 )
 from tlbench.data.digits import FRAME, MNIST_TEST_PER_CLASS, _digits, _mnist, stratified_split
 from tlbench.data.images import _load_image, _pil_transform
 from tlbench.errors import DataError
 
-BUILTIN = ("mnist", "digits")
-VIDEO_BUILTIN = ("moving_mnist",)  # clips generated from the mnist digits (tlbench/clips.py)
+BUILTIN = ("mnist", "digits")  # images whose pixels ship inside wheels (digits.py)
 VIDEOS = "videos"  # videos:PATH, a folder of users' clips (tlbench/clips.py)
 # torchvision name -> (class, kwargs for the train split, kwargs for the test split)
 TORCHVISION: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
@@ -93,22 +91,70 @@ class ImageSet:
         return len(self.classes)
 
 
+@dataclass(frozen=True)
+class Source:
+    """One kind of dataset spec: how it is written, whether it holds clips, how it is checked
+    before any work and how its (train, test) splits load. SOURCES is the one table of kinds."""
+
+    form: str  # "name", "name[:OPTIONS]", "name:PATH" or "name[:ROOT]"
+    video: bool  # clips [C, F, H, W] for video models; else images
+    load: Callable[..., tuple[ImageSet, ImageSet]]  # (spec, root, img_size=, frames=, download=)
+    check: Callable[[str, Path | None, bool], None] = lambda spec, root, download: None
+
+
+def _load_mnist(spec: str, root: Path | None, **_: Any) -> tuple[ImageSet, ImageSet]:
+    return _builtin(spec, *_mnist(), test_per_class=MNIST_TEST_PER_CLASS)
+
+
+def _load_digits(spec: str, root: Path | None, **_: Any) -> tuple[ImageSet, ImageSet]:
+    return _builtin(spec, *_digits(), test_per_class=None)
+
+
+def _load_folder(spec: str, root: Path | None, *, img_size: int, **_: Any) -> tuple[ImageSet, ImageSet]:
+    return _folder(spec, root, functools.partial(_image_folder, img_size=img_size))
+
+
+def _load_videos(spec: str, root: Path | None, *, img_size: int, frames: int | None, **_: Any) -> tuple[ImageSet, ImageSet]:
+    return _videos(spec, root, img_size, frames)
+
+
+def _load_torchvision(spec: str, root: Path | None, *, img_size: int, download: bool, **_: Any) -> tuple[ImageSet, ImageSet]:
+    return _torchvision(spec, parse_spec(spec)[0], root, img_size, download)
+
+
+def _check_torchvision(spec: str, root: Path | None, download: bool) -> None:
+    if not download and root is not None and not root.is_dir():
+        raise DataError(_not_found(parse_spec(spec)[0], root))
+
+
+SOURCES: dict[str, Source] = {
+    "mnist": Source("name", False, _load_mnist),
+    "digits": Source("name", False, _load_digits),
+    "moving_mnist": Source("name[:OPTIONS]", True, lambda spec, root, **_: _moving_mnist(spec),
+                           check=lambda spec, root, download: clips.parse_options(spec)),  # fmt: skip
+    "folder": Source("name:PATH", False, _load_folder, check=lambda spec, root, download: _check_folder(root, "folder")),
+    VIDEOS: Source("name:PATH", True, _load_videos, check=lambda spec, root, download: _check_folder(root, VIDEOS)),
+    **{name: Source("name[:ROOT]", False, _load_torchvision, check=_check_torchvision) for name in TORCHVISION},
+}
+
+
 def parse_spec(spec: str) -> tuple[str, Path | None]:
     """'mnist' | 'digits' | 'moving_mnist[:OPTIONS]' | 'folder:PATH' | PATH | 'videos:PATH'
-    | 'cifar10[:ROOT]' -> (kind, root)."""
+    | 'cifar10[:ROOT]' -> (kind, root), by the kinds' forms in SOURCES."""
     text = str(spec).strip()
-    if text in BUILTIN:
-        return text, None
     name, sep, rest = text.partition(":")
-    if name in VIDEO_BUILTIN:
+    form = SOURCES[name].form if name in SOURCES else None
+    if form == "name" and not sep:
         return name, None
-    if sep and name in ("folder", VIDEOS):
+    if form == "name[:OPTIONS]":
+        return name, None
+    if form == "name:PATH" and sep:
         return name, Path(rest)
-    if name in TORCHVISION:
+    if form == "name[:ROOT]":
         return name, Path(rest if sep and rest else "data")
     if "/" in text or "\\" in text or text.startswith(".") or Path(text).exists():
         return "folder", Path(text)
-    known = [*BUILTIN, *VIDEO_BUILTIN, *TORCHVISION]
+    known = [k for k, s in SOURCES.items() if s.form != "name:PATH"]
     close = difflib.get_close_matches(name, known, n=2)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise DataError(
@@ -119,7 +165,7 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
 
 def is_video_spec(spec: str) -> bool:
     """Whether a spec names clips (for video models) rather than images."""
-    return parse_spec(spec)[0] in (*VIDEO_BUILTIN, VIDEOS)
+    return SOURCES[parse_spec(spec)[0]].video
 
 
 def load_splits(
@@ -132,17 +178,7 @@ def load_splits(
     """
     check_spec(spec, download=download)
     kind, root = parse_spec(spec)
-    if kind == "mnist":
-        return _builtin(spec, *_mnist(), test_per_class=MNIST_TEST_PER_CLASS)
-    if kind == "moving_mnist":
-        return _moving_mnist(spec)
-    if kind == "digits":
-        return _builtin(spec, *_digits(), test_per_class=None)
-    if kind == "folder":
-        return _folder(spec, root, functools.partial(_image_folder, img_size=img_size))
-    if kind == VIDEOS:
-        return _videos(spec, root, img_size, frames)
-    return _torchvision(spec, kind, root, img_size, download)
+    return SOURCES[kind].load(spec, root, img_size=img_size, frames=frames, download=download)
 
 
 def _builtin(
@@ -177,30 +213,25 @@ def check_spec(spec: str, *, download: bool = False) -> None:
     unless it is to be downloaded. Unreadable image files surface when they are loaded.
     """
     kind, root = parse_spec(spec)
-    if kind in BUILTIN:
-        return
-    if kind == "moving_mnist":
+    SOURCES[kind].check(spec, root, download)
 
-        parse_options(spec)
-        return
+
+def _check_folder(root: Path | None, kind: str) -> None:
+    """The root exists with 2 or more class folders per split; clips need a decoder."""
     assert root is not None
-    if kind in ("folder", VIDEOS):
-
-        video = kind == VIDEOS
-        what, expected = ("video", f" (expected {layout(root)})") if video else ("data", "")
-        if not root.exists():
-            raise DataError(f"{what} folder not found: {root}{expected}")
-        if not root.is_dir():
-            raise DataError(f"{what} folder is not a directory: {root}{expected}")
-        for path in _split_dirs(root):
-            try:
-                _check_class_dirs(path, split_layout=path != root, kind=kind)
-                if video:
-                    check_decoder(path)  # video files and no PyAV: refused before any work
-            except OSError as e:  # e.g. no read permission
-                raise DataError(f"cannot list {what} folder {path}: {e.strerror or e}") from None
-    elif not download and not root.is_dir():
-        raise DataError(_not_found(kind, root))
+    video = kind == VIDEOS
+    what, expected = ("video", f" (expected {layout(root)})") if video else ("data", "")
+    if not root.exists():
+        raise DataError(f"{what} folder not found: {root}{expected}")
+    if not root.is_dir():
+        raise DataError(f"{what} folder is not a directory: {root}{expected}")
+    for path in _split_dirs(root):
+        try:
+            _check_class_dirs(path, split_layout=path != root, kind=kind)
+            if video:
+                check_decoder(path)  # video files and no PyAV: refused before any work
+        except OSError as e:  # e.g. no read permission
+            raise DataError(f"cannot list {what} folder {path}: {e.strerror or e}") from None
 
 
 def _not_found(name: str, root: Path) -> str:
