@@ -72,3 +72,17 @@ def test_every_relative_link_and_image_resolves(page: Path) -> None:
 def test_the_readme_is_short() -> None:
     lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"
+
+
+def test_the_layout_page_names_every_module_and_only_modules_that_exist() -> None:
+    """docs/layout.md has a line per module: a module added, moved or removed updates it."""
+    text = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"^\| `([\w/]+\.py)` \|", text, re.M))
+    package = ROOT / "tlbench"
+    modules = {
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*.py")
+        if p.name != "__init__.py" or p.parent == package  # a folder's __init__ is its folder line
+    }
+    assert sorted(modules - named) == [], "modules missing from docs/layout.md"
+    assert sorted(named - modules) == [], "docs/layout.md names modules that do not exist"
