@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import tlbench
+
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 200
 
@@ -86,3 +88,12 @@ def test_the_layout_page_names_every_module_and_only_modules_that_exist() -> Non
     }
     assert sorted(modules - named) == [], "modules missing from docs/layout.md"
     assert sorted(named - modules) == [], "docs/layout.md names modules that do not exist"
+
+
+def test_the_public_names_the_readme_shows_exist() -> None:
+    """The README's Python examples call `tlbench.NAME`: each name must resolve (lazily imported)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
+    names = sorted(set(re.findall(r"\btlbench\.(\w+)", code)))
+    assert names, "the README shows no Python"
+    assert [n for n in names if not hasattr(tlbench, n)] == []
