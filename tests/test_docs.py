@@ -1,4 +1,5 @@
-"""The README and docs/: every relative link and image resolves, and the README stays short."""
+"""The README and docs/: every relative link and image resolves, the README stays short, the
+layout page names every module, and the public names the README shows exist."""
 
 from __future__ import annotations
 
