@@ -78,7 +78,7 @@ def test_schedule_is_what_the_model_does(model: str, method: str) -> None:
         assert (tuple(attn), tuple(mlp), out) == (sched.attn_tokens, sched.mlp_tokens, sched.tokens_out), v.name
         with torch.no_grad():
             assert net(x).shape == (2, info.num_classes)
-        assert count_flops(net).flops == analytic_flops(info, v), v.name
+        assert count_flops(net, variant=v).flops == analytic_flops(info, v), v.name
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -266,12 +266,12 @@ def test_counting_part_by_part_equals_counting_the_whole_model(model: str) -> No
     models = build_sharing(variants)
     cache: dict = {}
     for v in variants:
-        whole, parts = count_flops(models[v.name]), count_flops_composed(models[v.name], cache=cache)
+        whole, parts = count_flops(models[v.name], variant=v), count_flops_composed(models[v.name], cache=cache, variant=v)
         assert (parts.by_operator, parts.zero_ops) == (whole.by_operator, whole.zero_ops), v.name
         assert parts.params_m == whole.params_m
     assert len(cache) < sum(len(m.blocks) + 2 for m in models.values()) / 2  # parts are reused
     trained = build_model(variants[1]).train()
-    count_flops_composed(trained)
+    count_flops_composed(trained, variant=variants[1])
     assert all(m.training for m in trained.modules())  # counting leaves the mode as it was
 
 
@@ -304,4 +304,4 @@ def test_register_tokens_are_not_a_class_token(method: str) -> None:
     attn, mlp, out = _seen_tokens(net, torch.randn(1, 3, img, img))
     sched = token_schedule(info, v)
     assert (tuple(attn), tuple(mlp), out) == (sched.attn_tokens, sched.mlp_tokens, sched.tokens_out)
-    assert count_flops(net).flops == analytic_flops(info, v)
+    assert count_flops(net, variant=v).flops == analytic_flops(info, v)

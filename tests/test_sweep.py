@@ -239,16 +239,16 @@ def test_the_built_in_study_path_saves_partials_in_its_workers(tmp_path: Path) -
 
 
 def test_a_failing_unit_keeps_the_others_and_resume_retries_it(tmp_path: Path, monkeypatch) -> None:
-    import tlbench.quality.probe
+    import tlbench.study.stages
 
-    real = tlbench.quality.probe.run_probe_variant
+    real = tlbench.study.stages.run_probe_variant
 
     def flaky(v, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
         if v.name == "p0.5-s4":
             raise RuntimeError("boom\nsecond line of the message")
         return real(v, *args, **kw)
 
-    monkeypatch.setattr(tlbench.quality.probe, "run_probe_variant", flaky)
+    monkeypatch.setattr(tlbench.study.stages, "run_probe_variant", flaky)
     args = ["sweep", str(SMOKE), "--out", str(tmp_path), "--set", "speed.enabled=false"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
@@ -262,7 +262,7 @@ def test_a_failing_unit_keeps_the_others_and_resume_retries_it(tmp_path: Path, m
     assert "Traceback" in (run_dir / unit["log"]).read_text()
     assert {p.name for p in (run_dir / "figures").glob("*.png")} >= {"accuracy_vs_position.png"}
 
-    monkeypatch.setattr(tlbench.quality.probe, "run_probe_variant", real)
+    monkeypatch.setattr(tlbench.study.stages, "run_probe_variant", real)
     again = runner.invoke(app, ["sweep", "--resume", str(run_dir)])
     assert again.exit_code == 0, again.output
     df = load_results(run_dir)
