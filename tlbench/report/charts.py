@@ -278,16 +278,23 @@ def family_gflops_vs_position(df: pd.DataFrame, key: Keys, item: str) -> list[di
     if len(models) < 2:
         return []
     series = []
+    red = g[g["variant"] != "baseline"]
+    keys = sorted(set(_series(red)), key=str)  # a shape and dash per (method, tokens)
     for i, m in enumerate(models):
         color = COLORS[i % len(COLORS)]
-        mine = g[(g["model"] == m) & (g["variant"] != "baseline")]
+        base = g[(g["model"] == m) & (g["variant"] == "baseline")]["value"]
+        if len(base):
+            series.append({**_hline(f"{m} baseline", base.iloc[0]), "color": color})
+        mine = red[red["model"] == m]
         for skey, rows in mine.groupby(_series(mine)):
             rows = rows.drop_duplicates("variant").sort_values("position")
             pts = [
                 _pt(r["position"], r["value"], key=key(m, r["variant"])) for _, r in rows.iterrows()
             ]
+            j = keys.index(skey)
             label = f"{m}, {METHOD_LABELS.get(skey[0], skey[0])} {int(skey[1])} tokens"
-            series.append(_series_dict(label, pts, color=color, line=True))
+            series.append(_series_dict(label, pts, color=color, line=True, shape=SHAPES[j % len(SHAPES)],
+                                       dash=j % 2 == 1))  # fmt: skip
     return [_spec("family_gflops_vs_position", "", f"Compute vs position — {len(models)} models",
                   dict(label=f"relative position p of {_where(g)}", log=False, positions=True),
                   dict(label=f"GFLOPs per {item} (log scale)", log=True), series)]  # fmt: skip

@@ -273,7 +273,8 @@
       for (const i of run.front) {
         const v = run.variants[i], b = base[v.model];
         const rel = b && b.gflops && v.variant !== "baseline" ? ` (${fmt(v.gflops / b.gflops, 3)}× the baseline's)` : "";
-        const drop = v.acc_drop != null && v.variant !== "baseline" ? `, worst drop ${v.acc_drop.toFixed(2)} pt` : "";
+        const drop = v.acc_drop == null || v.variant === "baseline" ? "" : v.acc_drop >= 0 ? `, worst drop ${v.acc_drop.toFixed(2)} pt`
+          : `, above the baseline on every probe set (by at least ${(-v.acc_drop).toFixed(2)} pt)`;
         const sp = v.speedup != null ? `, speedup ${fmt(v.speedup, 3)}×` : "";
         ol.append(el("li", { text: `${run.models.length > 1 ? v.model + " " : ""}${v.variant} — ${v.method_label}, p = ${posLabel(v.position)}, S = ${v.tokens == null ? "all" : v.tokens}: ${fmt(v.gflops)} GFLOPs${rel}, mean accuracy ${pct(v.acc_mean)}${drop}${sp}` }));
       }
@@ -281,7 +282,7 @@
     } else if (run.has.gflops) {
       const cheap = run.variants.filter((v) => v.gflops != null).sort((a, b) => a.gflops - b.gflops).slice(0, 3);
       box.append(el("p", { text: "No accuracy was measured, so there is no trade-off to rank. Cheapest variants: " +
-        cheap.map((v) => `${v.variant} (${fmt(v.gflops)} GFLOPs)`).join(", ") + "." }));
+        cheap.map((v) => `${run.models.length > 1 ? v.model + " " : ""}${v.variant} (${fmt(v.gflops)} GFLOPs)`).join(", ") + "." }));
     }
     return box;
   }
@@ -360,5 +361,6 @@
   app.replaceChildren(el("h1", { text: title }), nav);
   if (DATA.compare.length) app.append(compareSection());
   DATA.runs.forEach((r, i) => app.append(runSection(r, i)));
+  T.readyMs = performance.now(); // since navigation start: what docs/report.md reports as the open time
   T.ready = true;
 })();
