@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlbench.plots import METHOD_LABELS, _item, _metric, _reliable, _series, _where, pareto_front
+from tlbench.report.rows import METHOD_LABELS, pareto_front
+from tlbench.report.rows import item as _item
+from tlbench.report.rows import metric_rows as _metric
+from tlbench.report.rows import reliable as _reliable
+from tlbench.report.rows import series as _series
+from tlbench.report.rows import where as _where
 
 # seaborn's "colorblind" palette, as the PNGs use it
 COLORS = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494",

@@ -23,8 +23,8 @@ import pandas as pd
 
 from tlbench import files, results
 from tlbench.errors import ResultsError
-from tlbench.plots import METHOD_LABELS
 from tlbench.report.charts import run_charts
+from tlbench.report.rows import METHOD_LABELS
 
 REPORT = "report.html"
 LOG_TAIL = 20  # lines of a failed unit's traceback shown in the page

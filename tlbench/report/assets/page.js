@@ -142,8 +142,12 @@
       pointHitRadius: s.reference ? 0 : 5, borderDash: s.dash ? [6, 4] : [], borderWidth: s.reference ? 1.2 : 1.6,
       order: s.reference ? 2 : 1,
     }));
-    const axis = (a) => {
+    // error bars reach past the points: the value axis must hold them (Chart.js scales to points)
+    const ends = spec.series.filter((s) => !s.reference).flatMap((s) => s.points.flatMap((p) => [p[2], p[3]])).filter((v) => v != null);
+    const axis = (a, isY) => {
       const o = { type: a.log ? "logarithmic" : "linear", title: { display: true, text: a.label } };
+      if (!a.log) o.grace = "4%";
+      if (isY && ends.length && a.min == null && !a.log) { o.suggestedMin = Math.min(...ends); o.suggestedMax = Math.max(...ends); }
       if (a.min != null) o.min = a.min;
       if (a.max != null) o.max = a.max;
       if (a.zero) o.beginAtZero = true;
@@ -163,7 +167,7 @@
       options: {
         animation: false, responsive: true, maintainAspectRatio: false,
         interaction: { mode: "nearest", intersect: true },
-        scales: { x: axis(spec.x), y: axis(spec.y) },
+        scales: { x: axis(spec.x, false), y: axis(spec.y, true) },
         plugins: {
           title: { display: true, text: spec.title, font: { size: 14 } },
           legend: { position: spec.series.length > 6 ? "bottom" : "right", labels: { usePointStyle: true, boxWidth: 8, font: { size: 11 } } },
