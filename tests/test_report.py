@@ -108,6 +108,10 @@ def test_an_empty_run_renders_and_says_what_is_missing(tmp_path: Path) -> None:
     data = embedded(run / "report.html")["runs"][0]
     assert data["variants"] == [] and data["charts"] == []
     assert any("no result rows yet" in m for m in data["missing"])
+    # a unit that failed before any row: the variant is listed, with the ledger's reason
+    results.record_unit(run, "vit_cpu6", "baseline", "compute", "failed", reason="X: boom")
+    (v,) = embedded(write_report([run]))["runs"][0]["variants"]
+    assert v["every_acc"] == [] and v["why"]["gflops"] == "no gflops (compute failed: X: boom)"
 
 
 def test_a_compute_only_run_says_what_is_missing(tmp_path: Path) -> None:

@@ -175,3 +175,26 @@ def test_the_variant_table_sorts(page) -> None:
     assert len(up) == 29 and up == sorted(up)
     heads[col].click()
     assert column() == sorted(up, reverse=True)
+
+
+def test_an_empty_and_a_compute_only_run_render(page, tmp_path: Path) -> None:
+    """Last: it leaves the module's page. Pages that lack most data still draw, without error."""
+    from test_report import make_run
+
+    from tlbench import results
+
+    empty = make_run(tmp_path / "a", rows=False)
+    results.record_unit(empty, "vit_cpu6", "baseline", "compute", "failed", reason="X: boom")
+    for run, charts in ((empty, 0), (make_run(tmp_path / "b"), 1)):
+        page.get(write_report([run]).resolve().as_uri())
+        assert js(page, "return [TLBENCH.ready, TLBENCH.charts.length]") == [True, charts]
+        assert page.find_elements("css selector", "[data-missing]")
+        if charts:  # a tooltip of a variant without speed or accuracy says so
+            lines = js(
+                page,
+                """const c = TLBENCH.charts[0].chart, i = c.data.datasets.findIndex(d => !d.reference);
+                c.tooltip.setActiveElements([{datasetIndex: i, index: 0}], {x: 0, y: 0}); c.update();
+                return c.tooltip.body.flatMap(b => b.lines)""",
+            )
+            assert "speedup not measured" in lines and "accuracy not measured" in lines
+        assert [e for e in page.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []

@@ -76,7 +76,7 @@ def run_payload(run_dir: Path) -> dict[str, Any]:
         every = _every_accuracy(mine)
         for name, r in table.iterrows():
             variants.append(
-                _variant_record(m, str(name), r, chosen, every.get(str(name), {}), mine, units)
+                _variant_record(m, str(name), r, chosen, every.get(str(name), []), mine, units)
             )
     index = {(v["model"], v["variant"]): i for i, v in enumerate(variants)}
     charts = run_charts(df, lambda m, v: index.get((m, v)))
@@ -135,6 +135,8 @@ def _variant_record(model: str, name: str, r: pd.Series, chosen: list[str], ever
         else sp["reliable"].iloc[0] in (True, "True", 1)
     )
     thr = df[(df["metric"] == "throughput") & (df["variant"] == name)]["value"]
+    r = r.copy()
+    r["model"] = model  # a variant known only from the ledger has no model in the rows' table
     rec = {
         "model": model, "variant": name, "method": r["method"], "method_label": METHOD_LABELS.get(r["method"], r["method"]),
         "position": r["position"], "block": r["block_index"], "tokens": r["num_tokens"], "gflops": r["gflops"],
