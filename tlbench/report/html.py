@@ -244,12 +244,8 @@ def _status_line(manifest: dict[str, Any], units: dict) -> str:
     recorded = ", ".join(f"{n} {s}" for s, n in counts.items())
     left = planned - sum(counts.values())
     tail = f", {left} not recorded (not started, or cut short)" if planned and left > 0 else ""
-    if not results.UNITS or not units:
-        return (
-            f"{planned} units planned; no unit ledger entries"
-            if planned
-            else "no unit ledger entries"
-        )
+    if not units:  # nothing finished yet, or a run from before the ledger
+        return f"{planned} units planned; no unit ledger entries"
     return f"{planned or len(units)} units planned: {recorded}{tail}"
 
 
