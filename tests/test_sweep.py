@@ -47,6 +47,8 @@ def test_smoke_sweep_writes_manifest_rows_csv_and_figures(smoke_run: Path) -> No
     figures = {p.name for p in (smoke_run / "figures").iterdir()}
     assert {"accuracy_vs_position.png", "accuracy_vs_position.pdf", "gflops_vs_position.pdf",
             "accuracy_vs_gflops.png", "speedup_vs_flops.png", "accuracy_vs_position_adapt.pdf"} <= figures  # fmt: skip
+    assert '"run_id":"' + smoke_run.name in (smoke_run / "report.html").read_text()  # the sweep wrote it
+    assert "report: " in runner.invoke(app, ["report", str(smoke_run)]).output  # the CLI rewrites it
 
 
 def test_the_sweep_draws_the_trained_tokenlearners_maps(smoke_run: Path, tmp_path: Path) -> None:

@@ -381,6 +381,8 @@ def sweep(
     console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv", soft_wrap=True)
     if result.figures:
         console.print(f"figures: {result.run_dir / 'figures'}/ ({len(result.figures)} files)")
+    if (result.run_dir / "report.html").is_file():
+        console.print(f"report: {result.run_dir / 'report.html'}", soft_wrap=True)
     for line in result.failed:
         err_console.print(f"[bold red]failed:[/] {line}", highlight=False, soft_wrap=True)
     if result.failed:
@@ -501,6 +503,20 @@ def plot(
         console.print(str(path))
     if not written:
         err_console.print("no rows to plot yet")
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One run directory, or several to compare (the first is the reference)."),
+    out: Path | None = typer.Option(None, help="The HTML file (default RUN_DIR/report.html; for several runs ./compare.html)."),
+) -> None:
+    """Write one self-contained HTML page (offline, no CDN): the run's answer, interactive figures,
+    tables, budgets, what did not run and the manifest; several runs side by side with compare's verdict."""
+    with user_errors():
+        from tlbench.report.html import write_report
+
+        path = write_report(run_dirs, out)
+    console.print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)", soft_wrap=True)
 
 
 @app.command()

@@ -103,6 +103,34 @@ def recommend(
         if getattr(budget, flag) is not None and need not in metrics:
             raise ConfigError(f"{run_dir}: --{flag.replace('_', '-')} needs {need} rows, and this run "
                               f"has none (its metrics: {', '.join(sorted(metrics)) or 'no rows yet'})")  # fmt: skip
+    out, chosen = variant_table(df, units, datasets, shots)
+    verdicts = [_verdict(row, budget, units, chosen) for _, row in out.iterrows()]
+    out["verdict"] = [v for v, _ in verdicts]
+    out["reason"] = [r for _, r in verdicts]
+    out["pareto"] = _pareto(out)
+    order = {FITS: 0, NOT_MEASURED: 1, OVER: 2}
+    out = out.reset_index()
+    out = out.assign(_v=out["verdict"].map(order), _p=~out["pareto"].fillna(False).astype(bool))
+    out = out.sort_values(["_v", "_p", "acc_mean", "gflops", "variant"],
+                          ascending=[True, True, False, True, True], na_position="last", kind="stable")  # fmt: skip
+    out = out.drop(columns=["_v", "_p"]).reset_index(drop=True)
+    fits = out["verdict"] == FITS
+    out.insert(
+        0, "rank", pd.array([i + 1 if f else None for i, f in enumerate(fits)], dtype="Int64")
+    )
+    return out
+
+
+def variant_table(
+    df: pd.DataFrame,
+    units: dict[tuple[str, str, str], dict[str, Any]],
+    datasets: list[str] | None = None,
+    shots: int | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The metrics every budget is judged on, one row per variant (indexed by variant): model,
+    method, position, block_index, num_tokens, gflops, speedup(_low, _high), acc_<dataset> (%),
+    acc_mean, acc_drop (worst, in points), shots; and the probe sets chosen. Shared by
+    `recommend` and the HTML report, which judges the same table against budgets in the page."""
     names = list(dict.fromkeys([*df["variant"], *(v for _, v, _ in units)]))
     meta = df.drop_duplicates("variant").set_index("variant").reindex(names)
     out = pd.DataFrame(index=pd.Index(names, name="variant"))
@@ -127,21 +155,7 @@ def recommend(
     out["acc_mean"] = out[acc_cols].mean(axis=1, skipna=False) if acc_cols else math.nan
     out["acc_drop"] = drops.max(axis=1, skipna=False) if chosen else math.nan
     out["shots"] = k
-    verdicts = [_verdict(row, budget, units, chosen) for _, row in out.iterrows()]
-    out["verdict"] = [v for v, _ in verdicts]
-    out["reason"] = [r for _, r in verdicts]
-    out["pareto"] = _pareto(out)
-    order = {FITS: 0, NOT_MEASURED: 1, OVER: 2}
-    out = out.reset_index()
-    out = out.assign(_v=out["verdict"].map(order), _p=~out["pareto"].fillna(False).astype(bool))
-    out = out.sort_values(["_v", "_p", "acc_mean", "gflops", "variant"],
-                          ascending=[True, True, False, True, True], na_position="last", kind="stable")  # fmt: skip
-    out = out.drop(columns=["_v", "_p"]).reset_index(drop=True)
-    fits = out["verdict"] == FITS
-    out.insert(
-        0, "rank", pd.array([i + 1 if f else None for i, f in enumerate(fits)], dtype="Int64")
-    )
-    return out
+    return out, chosen
 
 
 def _verdict(row: pd.Series, b: Budget, units: dict, chosen: list[str]) -> tuple[str, str]:

@@ -1,4 +1,5 @@
-"""What every figure shares: matplotlib settings, method labels and colours, legends, the Pareto front."""
+"""What every matplotlib figure shares: settings, colours and markers, legends; the row helpers
+and labels come from rows.py, which the HTML report shares without importing matplotlib."""
 
 
 from __future__ import annotations
@@ -8,7 +9,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from tlbench.backbones.video import VIDEO_MODELS
+from tlbench.report.rows import METHOD_LABELS, REDUCER, metric_rows, pareto_front  # noqa: F401 (shared names)
+from tlbench.report.rows import item as item_name  # noqa: F401
+from tlbench.report.rows import reliable as is_reliable  # noqa: F401
+from tlbench.report.rows import series as series_keys  # noqa: F401
+from tlbench.report.rows import where as where_note  # noqa: F401
 
 BASE_COLOR = "0.25"
 
@@ -18,27 +23,6 @@ RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.dpi": 200, "axes.titleweig
 
 def apply_style() -> None:
     sns.set_theme(context="paper", style="ticks", palette="colorblind", font_scale=1.15, rc=RC)
-
-
-def metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of one metric with a finite value; accuracy only after training (stage 'quality')."""
-    rows = df[(df["metric"] == metric) & np.isfinite(df["value"].astype("float64"))]
-    return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
-
-
-METHOD_LABELS = {"tokenlearner": "TokenLearner", "patchmerger": "PatchMerger", "pool": "pooling",
-                 "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe"}  # fmt: skip
-
-
-def series_keys(df: pd.DataFrame) -> pd.Series:
-    """One line per (method, token count): the key every figure colours by. Rows written before
-    methods existed have no method: they are TokenLearner's."""
-    method = df["method"] if "method" in df else pd.Series(None, index=df.index, dtype=object)
-    method = method.where(method.notna(), "tokenlearner")
-    return pd.Series(list(zip(method, df["num_tokens"], strict=True)), index=df.index)
-
-
-REDUCER = "the reducer"
 
 
 def series_palette(keys: pd.Series) -> dict[tuple[str, int], dict]:
@@ -63,22 +47,9 @@ def series_label(key: tuple[str, int], keys: dict[tuple[str, int], dict], short:
     return f"{METHOD_LABELS.get(method, method)}, {int(tokens)} tokens"
 
 
-def where_note(df: pd.DataFrame) -> str:
-    """What 'position' places: TokenLearner, or any of several reducers."""
-    methods = {m for m, _ in series_keys(df[df["variant"] != "baseline"])}
-    return METHOD_LABELS.get(next(iter(methods)), REDUCER) if len(methods) == 1 else REDUCER
-
-
 def model_title(df: pd.DataFrame) -> str:
     models = sorted(df["model"].dropna().unique())
     return ", ".join(models)
-
-
-def item_name(df: pd.DataFrame) -> str:
-    """What one input is: a clip for video models, else an image."""
-
-    models = set(df["model"].dropna()) if "model" in df else set()
-    return "clip" if models and models <= set(VIDEO_MODELS) else "image"
 
 
 def position_label(p: float) -> str:
@@ -87,23 +58,6 @@ def position_label(p: float) -> str:
 
     f = Fraction(float(p)).limit_denominator(24)
     return str(f) if abs(float(f) - p) < 1e-9 else f"{p:.3g}"
-
-
-def is_reliable(row: pd.Series) -> bool:
-    """A speedup is unreliable when its run said so; rows from before intervals count as reliable."""
-    flag = row.get("reliable")
-    return flag is None or (isinstance(flag, float) and np.isnan(flag)) or flag in (True, "True", 1)
-
-
-def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Indices of points no other point beats (lower or equal cost, higher value), by cost."""
-    order = np.argsort(cost, kind="stable")
-    front, best = [], -np.inf
-    for i in order:
-        if value[i] > best:
-            front.append(i)
-            best = value[i]
-    return np.array(front, dtype=int)
 
 
 def slug(model: str) -> str:

@@ -24,6 +24,7 @@ from tlbench.quality.probe import (
     check_data_fits,
 )
 from tlbench.reducers import get_reducer
+from tlbench.report.html import write_report
 from tlbench.report.maps import run_maps
 from tlbench.report.plots import plot_results
 from tlbench.study import shards
@@ -182,18 +183,23 @@ def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Prog
 
 
 def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
-    """The run's figures from its rows, each noting the units it lacks, and the maps of its
-    trained TokenLearners. Inside a sweep (`book` given) a plotting error is logged as a failure
-    of its own, never the end of the run."""
-
+    """The run's figures from its rows, each noting the units it lacks, the maps of its trained
+    TokenLearners, and its report.html. Inside a sweep (`book` given) a plotting error is logged
+    as a failure of its own, never the end of the run."""
     df = results.load_results(run_dir)
     if df.empty:
         return ()
     written: list[Path] = []
+
+    def report() -> list[Path]:
+        write_report([run_dir])  # RUN_DIR/report.html, refreshed by --resume; not a figure
+        return []
+
     for what, make in (
         ("figures", lambda: plot_results(df, run_dir / "figures", results.not_done(run_dir),
                                          adapt=results.adapt_mode(run_dir))),  # fmt: skip
         ("maps", lambda: run_maps(run_dir)),  # the trained TokenLearners' maps, from checkpoints
+        ("report", report),  # last: it embeds the maps drawn above
     ):
         try:
             written += make()

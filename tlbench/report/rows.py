@@ -1,0 +1,58 @@
+"""The row selections and labels the report's charts share with tlbench.report.plots, without importing
+matplotlib and seaborn (seconds of a `tlbench report` that draws nothing with them). They must
+read as plots.py's do: tests/test_report.py checks that they agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tlbench.backbones.video import VIDEO_MODELS
+
+METHOD_LABELS = {"tokenlearner": "TokenLearner", "patchmerger": "PatchMerger", "pool": "pooling",
+                 "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe"}  # fmt: skip
+REDUCER = "the reducer"
+
+
+def metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of one metric with a finite value; accuracy only after training (stage 'quality')."""
+    rows = df[(df["metric"] == metric) & np.isfinite(df["value"].astype("float64"))]
+    return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
+
+
+def series(df: pd.DataFrame) -> pd.Series:
+    """(method, token count) per row: a chart's series. Rows from before methods: TokenLearner's."""
+    method = df["method"] if "method" in df else pd.Series(None, index=df.index, dtype=object)
+    method = method.where(method.notna(), "tokenlearner")
+    return pd.Series(list(zip(method, df["num_tokens"], strict=True)), index=df.index)
+
+
+def where(df: pd.DataFrame) -> str:
+    """What 'position' places: TokenLearner, or any of several reducers."""
+    methods = {m for m, _ in series(df[df["variant"] != "baseline"])}
+    return METHOD_LABELS.get(next(iter(methods)), REDUCER) if len(methods) == 1 else REDUCER
+
+
+def reliable(row: pd.Series | dict[str, Any]) -> bool:
+    """A speedup is unreliable when its run said so; rows from before intervals count as reliable."""
+    flag = row.get("reliable")
+    return flag is None or (isinstance(flag, float) and np.isnan(flag)) or flag in (True, "True", 1)
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Indices of points no other point beats (lower or equal cost, higher value), by cost."""
+    front, best = [], -np.inf
+    for i in np.argsort(cost, kind="stable"):
+        if value[i] > best:
+            front.append(i)
+            best = value[i]
+    return np.array(front, dtype=int)
+
+
+def item(df: pd.DataFrame) -> str:
+    """What one input is: a clip for video models, else an image."""
+
+    models = set(df["model"].dropna()) if "model" in df else set()
+    return "clip" if models and models <= set(VIDEO_MODELS) else "image"
