@@ -165,7 +165,6 @@ def test_a_report_error_in_a_sweep_is_its_own_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """sweep.draw writes report.html; when the report fails the run goes on, and says so."""
-    from tlbench.report import html
     from tlbench.study import sweep
 
     run = make_run(tmp_path)
@@ -176,29 +175,9 @@ def test_a_report_error_in_a_sweep_is_its_own_failure(
     def broken(*args, **kwargs):
         raise ValueError("no page today")
 
-    monkeypatch.setattr(html, "write_report", broken)
+    monkeypatch.setattr(sweep, "write_report", broken)
     figures = sweep.draw(run, book)
     assert figures and book.failed == [
         f"report: ValueError: no page today (traceback: {run / 'logs' / 'report.log'})"
     ]
     assert "no page today" in (run / "logs" / "report.log").read_text()
-
-
-def test_the_report_reads_rows_as_the_figures_do() -> None:
-    """report.rows repeats plots.py's selections without matplotlib: they must not drift apart."""
-    import numpy as np
-
-    from tlbench.report import plots, rows
-
-    df = results.load_results(ROOT / "methods_cpu" / "20261129-212057-cpu")
-    assert rows.METHOD_LABELS == plots.METHOD_LABELS and rows.REDUCER == plots.REDUCER
-    for metric in ("gflops", "speedup", "fewshot_acc"):
-        assert rows.metric_rows(df, metric).equals(plots._metric(df, metric))
-    assert rows.series(df).equals(plots._series(df)) and rows.where(df) == plots._where(df)
-    assert rows.item(df) == plots._item(df) == "image"
-    sp = df[df["metric"] == "speedup"]
-    assert [rows.reliable(r) for _, r in sp.iterrows()] == [
-        plots._reliable(r) for _, r in sp.iterrows()
-    ]
-    cost, value = np.random.default_rng(0).random(50), np.random.default_rng(1).random(50)
-    assert (rows.pareto_front(cost, value) == plots.pareto_front(cost, value)).all()
