@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlbench.config import QualityConfig
+from tlbench.config import ModelConfig, QualityConfig
 from tlbench.quality.probe import adapt_steps, freeze_before, run_probe, run_probe_variant
 from tlbench.quality.train import distill_loss
 from tlbench.variants import build_model, make_variant
@@ -54,7 +54,7 @@ def test_distilled_variant_keeps_the_teachers_frozen_part_and_reports_agreement(
     teacher_ckpt = next((tmp_path / "base").glob("*.pt"))
     q = QualityConfig(**FAST, steps=3, adapt="distill", distill_steps=3)
     v = make_variant("tiny", 0.5, 4)
-    res = run_probe_variant(v, q, checkpoint_path=teacher_ckpt, checkpoint_dir=tmp_path / "students")
+    res = run_probe_variant(v, q, ModelConfig(checkpoint=str(teacher_ckpt)), checkpoint_dir=tmp_path / "students")
     assert res.train is not None and res.train.steps == 3
     assert {r.stage for r in res.records} == {"init", "trained"}  # off the shelf, then distilled
     assert set(res.agreement) == {"init", "trained"}

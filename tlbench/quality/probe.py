@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.backbones.vit import model_info
-from tlbench.config import QualityConfig
+from tlbench.config import ModelConfig, QualityConfig
 from tlbench.core import ModelInfo, Variant
 from tlbench.data.sources import (
     ImageSet,
@@ -166,18 +166,17 @@ def run_probe(
     except TypeError:
         known = ", ".join(f.name for f in dataclasses.fields(QualityConfig))
         raise ConfigError(f"unknown quality setting in {sorted(knobs)}; known: {known}") from None
-    return run_probe_variant(variant, q, pretrained=pretrained, checkpoint_path=checkpoint_path,
-                             img_size=img_size, checkpoint_dir=checkpoint_dir, download=download,
+    m = ModelConfig(name=model_name, img_size=img_size, pretrained=pretrained,
+                    checkpoint=None if checkpoint_path is None else str(checkpoint_path))
+    return run_probe_variant(variant, q, m, checkpoint_dir=checkpoint_dir, download=download,
                              seed=seed, callback=callback, status=status)  # fmt: skip
 
 
 def run_probe_variant(
     variant: Variant,
     quality: QualityConfig | None = None,
+    model: ModelConfig | None = None,
     *,
-    pretrained: bool = False,
-    checkpoint_path: str | Path | None = None,
-    img_size: int | None = None,
     checkpoint_dir: str | Path | None = None,
     download: bool = False,
     seed: int = 0,
@@ -195,9 +194,9 @@ def run_probe_variant(
             `steps`; "none" probes it as inserted into the backbone; "distill" inserts it, then
             trains it for `distill_steps` to match the backbone (the teacher) without labels. The
             baseline always trains with labels (0 steps: the backbone as it is).
-        pretrained, checkpoint_path: timm hub weights or a local timm checkpoint for the backbone
-            (and the teacher). A reducer's own parameters always start fresh.
-        img_size: model input size (default: the model's).
+        model: the backbone's settings, whole (config.ModelConfig; None: the defaults): its
+            `pretrained` hub weights or local `checkpoint` start the backbone (and the teacher),
+            `img_size` the input. A reducer's own parameters always start fresh.
         checkpoint_dir: one checkpoint per variant here; a finished one is loaded, not redone.
         download: let torchvision datasets download (needs network).
         seed: training seed (the probe's support draws are quality.seeds).
@@ -210,7 +209,8 @@ def run_probe_variant(
         ProbeResult with one record per (stage, dataset, shots, seed); stage "init" is the probe
         before adaptation (with distill: the reducer off the shelf), "trained" after it.
     """
-    q = quality or QualityConfig()
+    q, m = quality or QualityConfig(), model or ModelConfig()
+    pretrained, checkpoint_path, img_size = m.pretrained, m.checkpoint, m.img_size
     say = status or (lambda text: None)
     seeds = list(range(q.seeds)) if isinstance(q.seeds, int) else list(q.seeds)
     distill = q.adapt == "distill" and not variant.is_baseline

@@ -263,11 +263,11 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, st
     q, m = config.quality, config.model
     inserted = q.adapt != "scratch" and not v.is_baseline
     try:
+        start = dataclasses.replace(m, checkpoint=str(backbone)) if inserted and backbone is not None else m
         res = run_probe_variant(
-            v, dataclasses.replace(q, device=device), pretrained=m.pretrained,
-            checkpoint_path=backbone if inserted and backbone is not None else m.checkpoint,
-            img_size=m.img_size, checkpoint_dir=run_dir / "checkpoints", seed=config.seed,
-            step_seconds=step_s, callback=lambda step, steps, loss: report(step=step, steps=steps, loss=loss),
+            v, dataclasses.replace(q, device=device), start, checkpoint_dir=run_dir / "checkpoints",
+            seed=config.seed, step_seconds=step_s,
+            callback=lambda step, steps, loss: report(step=step, steps=steps, loss=loss),
         )  # fmt: skip
     except BudgetExceeded as e:
         return e.advice(BUDGET_OPTION)
