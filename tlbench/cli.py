@@ -152,6 +152,8 @@ def flops(
 ) -> None:
     """Count GFLOPs (fvcore, 1 multiply-add = 1 FLOP, every op accounted) and parameters per variant."""
     with user_errors():
+        from tlbench.report import tables
+
         check_format(fmt)
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
         from tlbench.backbones.video import VIDEO_MODELS
@@ -167,16 +169,7 @@ def flops(
     for r in records:
         r["flops_ratio"] = r["gflops"] / base if base else None
     per = "clip" if variants[0].model in VIDEO_MODELS else "image"
-    table = Table(title=f"{records[0]['model']} @ {records[0]['img_size']} px: GFLOPs per {per} "
-                        "(fvcore, 1 multiply-add = 1 FLOP)")  # fmt: skip
-    for col in ("variant", "p", "block", "S", "GFLOPs", "analytic", "× baseline", "params (M)"):
-        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
-    for r in records:
-        table.add_row(
-            r["variant"], _fmt(r["position"], "{:.4g}"), _fmt(r["block_index"]),
-            _fmt(r["num_tokens"]), f"{r['gflops']:.3f}", f"{r['gflops_analytic']:.3f}",
-            _fmt(r["flops_ratio"], "{:.3f}"), f"{r['params_m']:.2f}",
-        )  # fmt: skip
+    table = tables.flops_grid(records, per).rich()
     emit_records(records, fmt, table)
 
 
@@ -191,17 +184,14 @@ def compare_models(
 ) -> None:
     """GFLOPs and parameters of several models, with TokenLearner and plain, in one table."""
     with user_errors():
+        from tlbench.report import tables
         from tlbench.study.compare_models import compare_models as count
         from tlbench.study.compare_models import label, write_comparison
 
         pos, toks = parse_floats(positions, "--positions") or [], parse_ints(tokens, "--tokens") or []
         rows = count(model, pos, toks, reference, version=version)
         written = write_comparison(rows, out) if out is not None else []
-    table = Table(title="GFLOPs per image (fvcore, 1 multiply-add = 1 FLOP) and parameters")
-    for col in ("model", "img", "tokens after", "GFLOPs", "params (M)"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in rows:
-        table.add_row(label(r), str(r.img_size), _fmt(r.num_tokens), f"{r.gflops:.3f}", f"{r.params_m:.2f}")
+    table = tables.compare_models_grid(rows, label).rich()
     console.print(table)
     if written:
         console.print(f"written: {', '.join(str(p) for p in written)}", soft_wrap=True)
@@ -267,10 +257,6 @@ def maps(
     console.print(f"figure: {', '.join(str(p) for p in paths)}", soft_wrap=True)
 
 
-def _fmt(value: Any, spec: str = "{}") -> str:
-    return "–" if value is None else spec.format(value)
-
-
 @app.command()
 def bench(
     model: str = typer.Option(..., "--model", "-m", help="Alias (see `tlbench models`) or timm ViT name."),
@@ -289,6 +275,8 @@ def bench(
 ) -> None:
     """Time the baseline and each variant interleaved; speedup vs FLOP-implied speedup."""
     with user_errors():
+        from tlbench.report import tables
+
         check_format(fmt)
         pos, toks = parse_floats(positions, "--positions"), parse_ints(tokens, "--tokens")
         params = parse_params(param)
@@ -303,28 +291,7 @@ def bench(
                                 time_cap_s=time_cap, threads=threads)  # fmt: skip
             records = bench_variants(model, pos, toks, method=method, params=params, speed=speed,
                                      progress=status.update)  # fmt: skip
-    r0 = records[0]
-    table = Table(
-        title=f"{r0['model']} on {r0['device_name']} ({r0['device']}, threads {r0['threads']}), "
-        f"{r0['dtype']}, batch {r0['batch_size']}, {r0['rounds']} rounds"
-        + (", compiled" if r0["compiled"] else ""),
-        caption="ms/batch: median over rounds ± half the p10–p90 spread. speedup: median per-round "
-        "ratio to this run's baseline, with its 95% bootstrap interval; 'unreliable' when the "
-        "interval is wider than ±10% (a busy machine: rerun, or use --threads 1). "
-        "FLOPs×: baseline GFLOPs / variant GFLOPs. eff. = speedup / FLOPs×. attention: the "
-        "kernel(s) that ran (flash, efficient, cudnn, math: SDPA; unfused: explicit softmax(QK^T)V).",
-    )
-    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention"):
-        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
-    for r in records:
-        spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
-        ci = f"{r['speedup_low']:.2f}–{r['speedup_high']:.2f}"
-        table.add_row(
-            r["variant"], _fmt(r["block_index"]), f"{r['images_per_s']:.4g}",
-            f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
-            ci if r["speedup_reliable"] or r["variant"] == "baseline" else f"{ci} unreliable",
-            f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}", r["attn_kernel"],
-        )  # fmt: skip
+    table = tables.bench_grid(records).rich()
     emit_records(records, fmt, table)
 
 
@@ -347,6 +314,8 @@ def sweep(
     """
     bar = SweepProgress()
     with user_errors(), _interruptible(bar):
+        from tlbench.report import tables
+
         overrides = list(set_)
         names = [n.strip() for n in (model or "").split(",") if n.strip()]
         if len(names) > 1:  # several models: model.names (it replaces model.name)
@@ -377,7 +346,7 @@ def sweep(
         df, units = load_results(result.run_dir), read_units(result.run_dir)
     for line in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
-    Console(width=max(console.width, 120)).print(summary_table(df, units))  # readable when piped too
+    Console(width=max(console.width, 120)).print(tables.summary_grid(df, units).rich())  # readable when piped too
     console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv", soft_wrap=True)
     if result.figures:
         console.print(f"figures: {result.run_dir / 'figures'}/ ({len(result.figures)} files)")
@@ -464,29 +433,6 @@ class SweepProgress:
             p.update(self.training[name], completed=info["step"], info=f"loss {info['loss']:.3f}")
 
 
-def summary_table(df: Any, units: dict | None = None) -> Table:
-    """One row per variant: compute, speed and the mean few-shot accuracy per probe set."""
-    from tlbench.results import summary
-
-    frame = summary(df, units=units)
-    table = Table(title="tlbench sweep summary")
-    for col in frame.columns:
-        table.add_column(str(col), justify="left" if col in ("model", "variant") else "right")
-    for _, row in frame.iterrows():
-        table.add_row(*[_cell(v) for v in row])
-    return table
-
-
-def _cell(v: Any) -> str:
-    import pandas as pd
-
-    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
-        return "–"
-    if isinstance(v, (float, int)) and not isinstance(v, bool):
-        return f"{v:.4g}"
-    return str(v)
-
-
 @app.command()
 def plot(
     run_dir: Path = typer.Argument(..., help="A run directory (holds manifest.json, rows.jsonl)."),
@@ -528,30 +474,20 @@ def check(
 ) -> None:
     """CI gate: exit 1 when FLOP savings shrink, a variant goes missing or zero-counted ops change."""
     with user_errors():
+        from tlbench.report import tables
+
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
         from tlbench.study.check import run_check
 
         findings, passed = run_check(baseline, update=update, tolerance=tolerance)
-    heads = ("model", "variant", "status", "stored ratio", "current ratio", "stored GFLOPs", "current GFLOPs", "note")
-    rows = [(f.model, f.variant, f.status, _fmt(f.stored_ratio, "{:.5f}"), _fmt(f.current_ratio, "{:.5f}"),
-             _fmt(f.stored_gflops, "{:.4f}"), _fmt(f.current_gflops, "{:.4f}"), f.note) for f in findings]  # fmt: skip
-    failed = [r for r, f in zip(rows, findings, strict=True) if f.failed or f.status != "ok"]
     verdict = "updated" if update else ("passed" if passed else "FAILED")
+    grid = tables.check_grid(findings, baseline, verdict)
     if fmt == "markdown":
-        shown = failed or rows
-        print(f"### tlbench compute check: {verdict} ({len(findings)} checks, {len(failed)} not ok)\n")
-        print("| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
-        for r in shown:
-            print("| " + " | ".join(r) + " |")
+        failed = [r for r, f in zip(grid.rows, findings, strict=True) if f.failed or f.status != "ok"]
+        print(grid.markdown(failed or grid.rows).replace(f"against {baseline}: {verdict}", f"{verdict} ({len(findings)} checks, {len(failed)} not ok)", 1), end="")
     else:
-        table = Table(title=f"tlbench compute check against {baseline}: {verdict}")
-        for h in heads:
-            table.add_column(h)
-        for r in rows:
-            style = {"regressed": "red", "missing": "red", "ops-changed": "red", "improved": "green"}
-            table.add_row(*r, style=style.get(r[2]))
-        Console(width=max(console.width, 140)).print(table)
+        Console(width=max(console.width, 140)).print(grid.rich())
     if not passed:
         raise typer.Exit(code=1)
 
@@ -567,6 +503,8 @@ def compare(
     """Does RUN reproduce REFERENCE? Compute must be equal, mean accuracies within --acc-tol, and
     every unit of the reference present; exit 1 if not. Speed and timings are not compared."""
     with user_errors():
+        from tlbench.report import tables
+
         if fmt not in ("table", "markdown"):
             raise ConfigError(f"--format must be table or markdown; got {fmt!r}")
         from tlbench.report.compare import ACC_TOL, compare_runs, passed
@@ -574,28 +512,11 @@ def compare(
         findings = compare_runs(run, reference, acc_tol=ACC_TOL if acc_tol is None else acc_tol,
                                 per_shots=per_shots)  # fmt: skip
     ok = passed(findings)
-    bad = [f for f in findings if f.status not in ("ok", "extra")]
-    heads = ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
-    rows = [(f.variant, f.stage, f.metric, f.dataset or "", _fmt(f.shots), f.status,
-             _fmt(f.value, "{:.4g}"), _fmt(f.reference_value, "{:.4g}"), f.note) for f in bad]  # fmt: skip
-    verdict = "reproduced" if ok else "DIFFERS"
-    compared = [f for f in findings if f.value is not None and f.reference_value is not None]
-    same = sum(f.value == f.reference_value for f in compared)  # bit-identical: same machine kind
-    title = (f"{run} vs {reference}: {verdict} ({len(findings)} checks, {len(bad)} not ok; "
-             f"{same} of {len(compared)} values bit-identical)")  # fmt: skip
+    grid = tables.compare_grid(findings, run, reference, ok)
     if fmt == "markdown":
-        print(f"### tlbench compare: {title}\n")
-        if rows:
-            print("| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
-            for r in rows:
-                print("| " + " | ".join(r) + " |")
+        print(grid.markdown().replace("### ", "### tlbench compare: ", 1), end="")
     else:
-        table = Table(title=title)
-        for h in heads:
-            table.add_column(h)
-        for r in rows:
-            table.add_row(*r, style="red" if r[5] in ("differs", "missing") else None)
-        Console(width=max(console.width, 140)).print(table if rows else title)
+        Console(width=max(console.width, 140)).print(grid.rich() if grid.rows else grid.title)
     if not ok:
         raise typer.Exit(code=1)
 
@@ -630,6 +551,8 @@ def probe(
 ) -> None:
     """Train one variant briefly, then few-shot probe its frozen features (big_vision ridge)."""
     with user_errors():
+        from tlbench.report import tables
+
         check_format(fmt)
         shot_list = parse_ints(shots, "--shots") or []
         lam: float | str = "cv" if l2_reg.strip() == "cv" else (parse_floats(l2_reg, "--l2-reg") or [1024.0])[0]
@@ -683,21 +606,9 @@ def probe(
                 )  # fmt: skip
             except BudgetExceeded as e:
                 raise BudgetExceeded(e.advice("--budget"), e.estimate_s) from None
-    v, tr = result.variant, result.train
-    caption = "accuracy: mean ± std over seeds (held-out test split). init: features before training."
-    if tr is not None:
-        how = "loaded from checkpoint" if tr.loaded else f"{tr.train_s:.0f} s, {tr.ms_per_step:.0f} ms/step"
-        caption += f" Trained {tr.steps} steps on {quality.train_data} ({how}), final loss {tr.final_loss:.3f}."
-    table = Table(title=f"{v.model} {v.name}: few-shot linear probe", caption=caption)
-    rows = summary_rows(result)
-    stages = [s for s in ("init", "trained") if f"{s}_mean" in rows[0]]
-    for col in ("dataset", "shots", *stages, *(["Δ"] if len(stages) == 2 else [])):
-        table.add_column(col, justify="left" if col == "dataset" else "right")
-    for r in rows:
-        cells = [f"{r[f'{s}_mean']:.3f} ± {r[f'{s}_std']:.3f}" for s in stages]
-        delta = [f"{r['trained_mean'] - r['init_mean']:+.3f}"] if len(stages) == 2 else []
-        table.add_row(r["dataset"], str(r["shots"]), *cells, *delta)
+    table = tables.probe_grid(result, summary_rows(result), quality.train_data).rich()
     emit_records([dataclasses.asdict(r) for r in result.records], fmt, table)
+
 
 @app.command()
 def recommend(
@@ -716,6 +627,8 @@ def recommend(
     every variant with its verdict (fits, not measured, over budget).
     """
     with user_errors():
+        from tlbench.report import tables
+
         check_format(fmt)
         from tlbench.report.recommend import FITS, OVER, Budget, to_records
         from tlbench.report.recommend import recommend as run_recommend
@@ -724,38 +637,10 @@ def recommend(
         budget = Budget(max_gflops, min_speedup, max_accuracy_drop)
         frame = run_recommend(run_dir, budget, datasets=datasets or None, shots=shots)
     records = to_records(frame)
-    fits = sum(r["verdict"] == FITS for r in records)
     limits = [f"GFLOPs ≤ {max_gflops:g}" if max_gflops is not None else "",
               f"speedup (95% lower bound) ≥ {min_speedup:g}×" if min_speedup is not None else "",
               f"accuracy drop ≤ {max_accuracy_drop:g} pt" if max_accuracy_drop is not None else ""]  # fmt: skip
-    acc_cols = [c for c in frame.columns if c.startswith("acc_") and c not in ("acc_mean", "acc_drop")]
-    k = records[0]["shots"] if records else None
-    table = Table(
-        title=f"{run_dir}: {fits} of {len(records)} variants fit " + ", ".join(x for x in limits if x),
-        caption=f"accuracy: stage quality, {k}-shot, mean over seeds, %; drop: the worst probe set's, "
-        "in points below the baseline. speedup: point estimate [95% interval]; a speedup budget is "
-        "met by the lower bound. ★ Pareto front among the fitting variants (no other one has "
-        "lower-or-equal GFLOPs and higher-or-equal accuracy).",
-    )
-    heads = ["#", "variant", "method", "p", "block", "S", "GFLOPs", "speedup",
-             *(f"{c[4:]} %" for c in acc_cols), "mean %", "drop pt", "Pareto", "verdict"]  # fmt: skip
-    for h in heads:
-        table.add_column(h, justify="left" if h in ("variant", "method", "verdict") else "right",
-                         no_wrap=h in ("variant", "speedup"))  # fmt: skip
-    for r in records:
-        if r["verdict"] == OVER and not show_all:
-            continue
-        sp = "–" if r["speedup"] is None else f"{r['speedup']:.2f}×"
-        if r["speedup_low"] is not None and r["variant"] != "baseline":
-            sp += f" [{r['speedup_low']:.2f}–{r['speedup_high']:.2f}]"
-        verdict = r["verdict"] + (f": {r['reason']}" if r["reason"] else "")
-        table.add_row(
-            _fmt(r["rank"]), r["variant"], r["method"] or "–", _fmt(r["position"], "{:.4g}"),
-            _fmt(r["block_index"]), _fmt(r["num_tokens"]), _fmt(r["gflops"], "{:.4g}"), sp,
-            *(_fmt(r[c], "{:.1f}") for c in acc_cols), _fmt(r["acc_mean"], "{:.1f}"),
-            _fmt(r["acc_drop"], "{:.1f}"), {True: "★", False: "", None: "–"}[r["pareto"]], verdict,
-            style={OVER: "dim", FITS: None}.get(r["verdict"], "yellow"),
-        )  # fmt: skip
+    table = tables.recommend_grid(run_dir, frame, records, limits, show_all, FITS, OVER).rich()
     if fmt == "table":
         Console(width=max(console.width, 160)).print(table)
     else:
@@ -773,6 +658,8 @@ def status(
     has not run yet (also while a sweep is still working on it), 2 on bad input.
     """
     with user_errors():
+        from tlbench.report import tables
+
         if fmt not in ("table", "json"):
             raise ConfigError(f"--format must be table or json; got {fmt!r}")
         from tlbench.study.status import run_status
@@ -781,14 +668,7 @@ def status(
     if fmt == "json":
         sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
     else:
-        table = Table(title=f"{run_dir}: {st.summary()}")
-        for h in ("model", "variant", "stage", "status", "rows", "note"):
-            table.add_column(h, justify="right" if h == "rows" else "left")
-        colour = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim"}
-        for u in st.units:
-            note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
-            note = f"job {u.job}" + (f"; {note}" if note else "") if u.status == "running" else note
-            table.add_row(u.model, u.variant, u.stage, u.status, _fmt(u.rows), note, style=colour[u.status])
+        table = tables.status_grid(run_dir, st).rich()
         Console(width=max(console.width, 120)).print(table)
         console.print(st.summary(), highlight=False, soft_wrap=True)
     if not st.complete:
