@@ -27,6 +27,7 @@ import pandas as pd
 
 from tlbench import files
 from tlbench.errors import ResultsError
+from tlbench.study import schema
 
 # metric -> unit: the one vocabulary. Axes (shots, seed, dataset) are columns, never in the name.
 METRICS: dict[str, str] = {
@@ -149,6 +150,7 @@ def read_units(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
             if i == len(lines):  # a kill mid-write: the unit simply did not finish
                 continue
             raise ResultsError(f"{path}:{i}: corrupt unit record") from None
+        schema.check_unit(u, f"{path}:{i}")  # a list for a stage name is damage, not a name
         out[key] = u
     return out
 
@@ -200,9 +202,7 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
         if not isinstance(row, dict) or not REQUIRED <= set(row):
             missing = sorted(REQUIRED - set(row)) if isinstance(row, dict) else "a JSON object"
             raise ResultsError(f"{path}:{i}: not a results row (missing {missing})")
-        value = row["value"]  # null, NaN and +-inf are a missing measurement; text is damage
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ResultsError(f"{path}:{i}: value must be a number, got {value!r}")
+        schema.check_row(row, f"{path}:{i}")  # every column's type, for every reader
         rows.append(row)
     return rows
 

@@ -1,0 +1,1 @@
+"""The study: sweeps, their executors, results on disk, status, checks and recommendations."""
