@@ -218,7 +218,7 @@ def maps(
     every: bool = typer.Option(False, "--all", help="Every trained TokenLearner of RUN_DIR (built-in data): "
                                "RUN_DIR/figures/maps-NAME.png/.pdf and maps.csv, as a sweep writes them."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A training checkpoint (.pt) instead of a run."),
-    model: str = typer.Option("vit_cpu6", "--model", "-m", help="With --checkpoint: the model it was trained as."),
+    model: str | None = typer.Option(None, "--model", "-m", help="With --checkpoint: the model it was trained as (default vit_cpu6). With RUN_DIR: the model whose variant to draw (needed when several models have it)."),
     position: float | None = typer.Option(None, help="With --checkpoint: relative position p of the TokenLearner."),
     tokens: int = typer.Option(8, help="With --checkpoint: number of learned tokens S."),
     version: str = typer.Option("1.1", "--version", help="With --checkpoint: TokenLearner version 1.1 or 1.0."),
@@ -247,9 +247,9 @@ def maps(
         if run_dir is not None:
             if not variant:
                 raise ConfigError("RUN_DIR needs --variant NAME (e.g. p0.25-s8) or --all")
-            source = lib.from_run(run_dir, variant)
+            source = lib.from_run(run_dir, variant, model)
         else:
-            source = lib.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)
+            source = lib.from_checkpoint(checkpoint, model or "vit_cpu6", position, tokens, version, fuser, img_size)
         imgs = None
         if images is not None:
             from tlbench.models import model_info
@@ -572,8 +572,9 @@ def compare(
                                 per_shots=per_shots)  # fmt: skip
     ok = passed(findings)
     bad = [f for f in findings if f.status not in ("ok", "extra")]
-    heads = ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
-    rows = [(f.variant, f.stage, f.metric, f.dataset or "", _fmt(f.shots), f.status,
+    several = len({f.model for f in findings}) > 1  # (model, variant) is the key: say the model
+    heads = ("model",) * several + ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
+    rows = [(f.model,) * several + (f.variant, f.stage, f.metric, f.dataset or "", _fmt(f.shots), f.status,
              _fmt(f.value, "{:.4g}"), _fmt(f.reference_value, "{:.4g}"), f.note) for f in bad]  # fmt: skip
     verdict = "reproduced" if ok else "DIFFERS"
     compared = [f for f in findings if f.value is not None and f.reference_value is not None]
@@ -591,7 +592,7 @@ def compare(
         for h in heads:
             table.add_column(h)
         for r in rows:
-            table.add_row(*r, style="red" if r[5] in ("differs", "missing") else None)
+            table.add_row(*r, style="red" if r[5 + several] in ("differs", "missing") else None)
         Console(width=max(console.width, 140)).print(table if rows else title)
     if not ok:
         raise typer.Exit(code=1)
@@ -705,6 +706,7 @@ def recommend(
     dataset: list[str] = typer.Option([], "--dataset", help="Probe set(s) to judge accuracy on (repeatable or comma list; default: every one the run probed)."),
     shots: int | None = typer.Option(None, "--shots", help="Shot count (default: 5 if measured, else the largest)."),
     show_all: bool = typer.Option(False, "--all", help="Also list the variants over budget."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Only this model's variants (a run of several models)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
     """Which variants fit a compute / speed / accuracy budget, ranked, Pareto front marked.
@@ -719,7 +721,7 @@ def recommend(
 
         datasets = [d.strip() for item in dataset for d in item.split(",") if d.strip()]
         budget = Budget(max_gflops, min_speedup, max_accuracy_drop)
-        frame = run_recommend(run_dir, budget, datasets=datasets or None, shots=shots)
+        frame = run_recommend(run_dir, budget, datasets=datasets or None, shots=shots, model=model)
     records = to_records(frame)
     fits = sum(r["verdict"] == FITS for r in records)
     limits = [f"GFLOPs ≤ {max_gflops:g}" if max_gflops is not None else "",
@@ -734,10 +736,11 @@ def recommend(
         "met by the lower bound. ★ Pareto front among the fitting variants (no other one has "
         "lower-or-equal GFLOPs and higher-or-equal accuracy).",
     )
-    heads = ["#", "variant", "method", "p", "block", "S", "GFLOPs", "speedup",
+    several = len({r["model"] for r in records}) > 1  # a variant is (model, variant)
+    heads = ["#", *["model"] * several, "variant", "method", "p", "block", "S", "GFLOPs", "speedup",
              *(f"{c[4:]} %" for c in acc_cols), "mean %", "drop pt", "Pareto", "verdict"]  # fmt: skip
     for h in heads:
-        table.add_column(h, justify="left" if h in ("variant", "method", "verdict") else "right",
+        table.add_column(h, justify="left" if h in ("model", "variant", "method", "verdict") else "right",
                          no_wrap=h in ("variant", "speedup"))  # fmt: skip
     for r in records:
         if r["verdict"] == OVER and not show_all:
@@ -747,7 +750,7 @@ def recommend(
             sp += f" [{r['speedup_low']:.2f}–{r['speedup_high']:.2f}]"
         verdict = r["verdict"] + (f": {r['reason']}" if r["reason"] else "")
         table.add_row(
-            _fmt(r["rank"]), r["variant"], r["method"] or "–", _fmt(r["position"], "{:.4g}"),
+            _fmt(r["rank"]), *[r["model"]] * several, r["variant"], r["method"] or "–", _fmt(r["position"], "{:.4g}"),
             _fmt(r["block_index"]), _fmt(r["num_tokens"]), _fmt(r["gflops"], "{:.4g}"), sp,
             *(_fmt(r[c], "{:.1f}") for c in acc_cols), _fmt(r["acc_mean"], "{:.1f}"),
             _fmt(r["acc_drop"], "{:.1f}"), {True: "★", False: "", None: "–"}[r["pareto"]], verdict,

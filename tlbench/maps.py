@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from tlbench.data import fit_images, normalize
-from tlbench.errors import ConfigError, DataError
+from tlbench.errors import ConfigError, DataError, ResultsError
 from tlbench.models import Variant, build_model, make_variant
+from tlbench.study import schema, variants
 from tlbench.tokenlearner import TokenLearner
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -109,16 +110,22 @@ def _manifest(run: Path) -> dict:
 
 def from_run(run_dir: str | Path, variant_name: str, model: str | None = None) -> MapsSource:
     """The checkpoint of `variant_name` in a sweep's run directory (RUN_DIR/checkpoints/*.pt);
-    `model` picks among a several-model run's variants of the same name (default: the first)."""
+    `model` picks among a several-model run's variants of the same name; without it such a name
+    is refused (study/variants.py)."""
     run = Path(run_dir)
     meta = _manifest(run)
-    records: dict[str, dict] = {}
-    for r in meta.get("variants", []):
-        if model is None or r["model"] == model:
-            records.setdefault(r["name"], r)
-    if variant_name not in records:
-        raise ConfigError(f"no variant {variant_name!r} in {run}; it has {', '.join(records) or 'none'}")
-    return _source(run, meta, records[variant_name])
+    records = _variant_records(run, meta)
+    return _source(run, meta, variants.pick_variant(run, records, variant_name, model))
+
+
+def _variant_records(run: Path, meta: dict) -> list[dict]:
+    """The manifest's variant records, each checked against the schema (one line naming the key)."""
+    records = meta.get("variants", [])
+    if not isinstance(records, list):
+        raise ResultsError(f"{run / 'manifest.json'}: variants must be a list, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        schema.check_variant(r, f"{run / 'manifest.json'}: variants[{i}]")
+    return records
 
 
 def _source(run: Path, meta: dict, r: dict) -> MapsSource:
@@ -139,7 +146,7 @@ def _source(run: Path, meta: dict, r: dict) -> MapsSource:
 
 def trained_sources(run: Path, meta: dict) -> Iterator[MapsSource]:
     """Each TokenLearner variant of a run's manifest that has a finished training checkpoint."""
-    for r in meta.get("variants", []):
+    for r in _variant_records(run, meta):
         if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
             continue
         try:
@@ -305,6 +312,7 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
 
     run = Path(run_dir)
     meta = _manifest(run)
+    several = len({r["model"] for r in _variant_records(run, meta)}) > 1  # checked before any use
     out = Path(out_dir) if out_dir is not None else run / "figures"
     train_data = meta.get("config", {}).get("quality", {}).get("train_data", "")
     if parse_spec(train_data)[0] == "moving_mnist":  # video: maps over time and tracking scores
@@ -313,7 +321,6 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
         return run_video_maps(run, meta, out, train_data)
     if train_data not in BUILTIN:
         return []
-    several = len({r["model"] for r in meta.get("variants", [])}) > 1
     imgs = None  # loaded once, and only if some variant has a checkpoint
     rows, paths = [], []
     for source in trained_sources(run, meta):
