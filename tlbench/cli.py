@@ -390,6 +390,8 @@ def sweep(
         df, units = load_results(result.run_dir), read_units(result.run_dir)
     for line in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
+    for line in result.redone:
+        err_console.print(f"[yellow]redone:[/] {line}", highlight=False, soft_wrap=True)
     Console(width=max(console.width, 120)).print(summary_table(df, units))  # readable when piped too
     console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv", soft_wrap=True)
     if result.figures:
@@ -784,7 +786,8 @@ def status(
         table = Table(title=f"{run_dir}: {st.summary()}")
         for h in ("model", "variant", "stage", "status", "rows", "note"):
             table.add_column(h, justify="right" if h == "rows" else "left")
-        colour = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim"}
+        colour = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim",
+                  "rows lost": "red"}
         for u in st.units:
             note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
             note = f"job {u.job}" + (f"; {note}" if note else "") if u.status == "running" else note

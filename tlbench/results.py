@@ -184,6 +184,8 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     """Rows of rows.jsonl. A truncated last line is dropped with a warning; any other bad line
     raises ResultsError naming file:line."""
     path = Path(run_dir) / ROWS
+    if path.exists() and not path.is_file():  # never read as "no rows yet": that loses them silently
+        raise ResultsError(f"{path}: not a file; move it out of the run (then --resume redoes its units)")
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
@@ -328,12 +330,13 @@ def summary(
         out["train s"] = value["adapt_seconds"]
         if "estimate_seconds" in value:
             out["est./actual"] = value["estimate_seconds"] / value["adapt_seconds"]
-    notes = {v: [] for v in out.index}
+    notes: dict[str, dict[str, list[str]]] = {v: {} for v in out.index}  # why -> its stages
     for (_, v, stage), u in (units or {}).items():
         if u["status"] != "done" and v in notes:
-            notes[v].append(f"{stage} {u['status']}" + (f": {u['reason']}" if u.get("reason") else ""))
+            why = f"{u['status']}" + (f": {u['reason']}" if u.get("reason") else "")
+            notes[v].setdefault(why, []).append(stage)  # one reason for several stages is said once
     if any(notes.values()):
-        out["notes"] = ["; ".join(n) for n in notes.values()]
+        out["notes"] = ["; ".join(f"{', '.join(st)} {why}" for why, st in n.items()) for n in notes.values()]
     return out.reset_index()
 
 
