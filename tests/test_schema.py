@@ -135,3 +135,23 @@ def test_every_committed_run_passes_the_schema() -> None:
     for run in runs:
         assert results.read_rows(run), run
         results.read_units(run)
+
+
+def test_a_wrong_type_in_a_jobs_shard_is_refused_before_it_is_folded(tmp_path: Path) -> None:
+    from tlbench import shards
+
+    run = copy_run(tmp_path)
+    row = {
+        **json.loads((run / results.ROWS).read_text().splitlines()[0]),
+        "variant": "p9-s9",
+        "shots": "5",
+    }
+    shards.write_shard(run, "vit_cpu6", "p9-s9", "compute", "done", [row], rows=1)
+    before = (run / results.ROWS).read_bytes()
+    with pytest.raises(
+        ResultsError, match=r"compute--vit_cpu6--p9-s9.json: rows\[0\]: shots must be"
+    ):
+        shards.fold(run)
+    result = runner.invoke(app, ["status", str(run)])
+    assert result.exit_code == 2 and "shots must be" in result.output
+    assert (run / results.ROWS).read_bytes() == before

@@ -19,6 +19,7 @@ from typing import Any
 
 from tlbench import files, results
 from tlbench.errors import ResultsError
+from tlbench.study import schema
 
 SHARDS = "shards"
 
@@ -54,6 +55,8 @@ def read_shards(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
                 raise KeyError("status")
         except (json.JSONDecodeError, KeyError, TypeError):  # shards are renamed whole: this is damage
             raise ResultsError(f"{path}: corrupt shard (delete it to run its unit again)") from None
+        for i, row in enumerate(doc["rows"]):  # checked before they are folded into rows.jsonl
+            schema.check_row(row, f"{path}: rows[{i}]")
         out.append((path, doc))
     return out
 
