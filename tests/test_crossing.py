@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -68,6 +69,17 @@ def test_the_impossible_pair_is_in_the_ledger_summary_status_and_output(
     assert "tome-p1-s4 (tome at p = 1, every stage): cannot exist" in " ".join(output.split())
     st = run_status(run)
     assert st.complete and [u.status for u in st.units if u.variant == "tome-p1-s4"] == ["skipped"]
+    from tlbench.recommend import Budget, recommend
+
+    rec = recommend(run, Budget(max_gflops=1.0)).set_index("variant")
+    assert (
+        rec.at["tome-p1-s4", "verdict"] == "not measured"
+        and rec.at["baseline", "method"] == "baseline"
+    )
+    assert "compute skipped: cannot exist: tome" in rec.at["tome-p1-s4", "reason"]
+    assert pd.isna(
+        rec.at["tome-p1-s4", "method"]
+    )  # no rows: no method to name, and not the baseline
 
 
 def test_the_figures_note_the_impossible_pair(

@@ -118,7 +118,8 @@ def recommend(
     index = pd.MultiIndex.from_tuples(keys, names=KEY) if keys else pd.MultiIndex.from_arrays([[], []], names=KEY)
     meta = df.drop_duplicates(KEY).set_index(KEY).reindex(index)
     out = pd.DataFrame(index=index)
-    out["method"] = meta["method"].where(meta["position"].notna(), "baseline")
+    base = out.index.get_level_values("variant") == "baseline"  # a variant with only ledger lines: no method
+    out["method"] = meta["method"].where(meta["position"].notna() | ~base, "baseline")
     for col in ("position", "block_index", "num_tokens"):
         out[col] = meta[col]
     gflops = df[df["metric"] == "gflops"].drop_duplicates(KEY).set_index(KEY)["value"]
