@@ -9,7 +9,7 @@ import pytest
 import typer
 
 from tlbench.cli import app
-from tlbench.config import PAPER_TOKENS, GridConfig, ModelConfig, QualityConfig, SpeedConfig
+from tlbench.config import PAPER_TOKENS, GridConfig, QualityConfig, SpeedConfig
 from tlbench.core import DEFAULT_METHOD
 
 RECORDS = {"probe": QualityConfig(), "bench": SpeedConfig()}  # the record each command's options fill
@@ -60,5 +60,3 @@ def test_grid_and_model_options_default_to_the_config(command: str) -> None:
     if command == "bench":
         assert options["positions"] == _as_option(GridConfig().positions)
         assert options["tokens"] == _as_option(GridConfig().tokens)
-    if command == "maps":
-        assert options["model"] == ModelConfig().name

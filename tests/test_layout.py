@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tlbench.reducers", "tlbench.backbones", "tlbench.data"),
     ("tlbench.core",),
     ("tlbench.results",),
+    ("tlbench.schema",),
     ("tlbench.files",),
     ("tlbench.errors",),
     ("tlbench",),  # the package itself: __version__ and lazily imported public names

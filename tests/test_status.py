@@ -53,7 +53,8 @@ def test_removed_unit_is_not_started_and_failed_unit_shows_its_error(tmp_path: P
     assert by[gone["variant"], gone["stage"]].status == "not started"
     bad = by[broken["variant"], broken["stage"]]
     assert (bad.status, bad.reason, bad.log) == ("failed", "RuntimeError: boom", failed["log"])
-    assert st.counts == {"done": len(kept), "skipped": 0, "failed": 1, "running": 0, "not started": 1}
+    assert st.counts == {"done": len(kept), "skipped": 0, "failed": 1, "running": 0, "not started": 1,
+                         "rows lost": 0}
     assert not st.complete
     result = runner.invoke(app, ["status", str(run)])
     assert result.exit_code == 1

@@ -204,7 +204,7 @@ def maps(
     every: bool = typer.Option(False, "--all", help="Every trained TokenLearner of RUN_DIR (built-in data): "
                                "RUN_DIR/figures/maps-NAME.png/.pdf and maps.csv, as a sweep writes them."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A training checkpoint (.pt) instead of a run."),
-    model: str = typer.Option(M.name, "--model", "-m", help="With --checkpoint: the model it was trained as."),
+    model: str | None = typer.Option(None, "--model", "-m", help="With --checkpoint: the model it was trained as (default: the built-in study's model). With RUN_DIR: the model whose variant to draw (needed when several models have it)."),
     position: float | None = typer.Option(None, help="With --checkpoint: relative position p of the TokenLearner."),
     tokens: int = typer.Option(8, help="With --checkpoint: number of learned tokens S."),
     version: str = typer.Option(G.version, "--version", help="With --checkpoint: TokenLearner version 1.1 or 1.0."),
@@ -234,9 +234,9 @@ def maps(
         if run_dir is not None:
             if not variant:
                 raise ConfigError("RUN_DIR needs --variant NAME (e.g. p0.25-s8) or --all")
-            source = token_maps.from_run(run_dir, variant)
+            source = token_maps.from_run(run_dir, variant, model)
         else:
-            source = token_maps.from_checkpoint(checkpoint, model, position, tokens, version, fuser, img_size)
+            source = token_maps.from_checkpoint(checkpoint, model or M.name, position, tokens, version, fuser, img_size)
         imgs = None
         if images is not None:
             from tlbench.backbones.vit import model_info
@@ -346,6 +346,8 @@ def sweep(
         df, units = load_results(result.run_dir), read_units(result.run_dir)
     for line in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {line}", highlight=False, soft_wrap=True)
+    for line in result.redone:
+        err_console.print(f"[yellow]redone:[/] {line}", highlight=False, soft_wrap=True)
     Console(width=max(console.width, 120)).print(tables.summary_grid(df, units).rich())  # readable when piped too
     console.print(f"results: {result.run_dir}/rows.jsonl, {result.run_dir}/results.csv", soft_wrap=True)
     if result.figures:
@@ -619,6 +621,7 @@ def recommend(
     dataset: list[str] = typer.Option([], "--dataset", help="Probe set(s) to judge accuracy on (repeatable or comma list; default: every one the run probed)."),
     shots: int | None = typer.Option(None, "--shots", help="Shot count (default: 5 if measured, else the largest)."),
     show_all: bool = typer.Option(False, "--all", help="Also list the variants over budget."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Only this model's variants (a run of several models)."),
     fmt: str = typer.Option("table", "--format", help="table, json or csv."),
 ) -> None:
     """Which variants fit a compute / speed / accuracy budget, ranked, Pareto front marked.
@@ -635,7 +638,7 @@ def recommend(
 
         datasets = [d.strip() for item in dataset for d in item.split(",") if d.strip()]
         budget = Budget(max_gflops, min_speedup, max_accuracy_drop)
-        frame = run_recommend(run_dir, budget, datasets=datasets or None, shots=shots)
+        frame = run_recommend(run_dir, budget, datasets=datasets or None, shots=shots, model=model)
     records = to_records(frame)
     limits = [f"GFLOPs ≤ {max_gflops:g}" if max_gflops is not None else "",
               f"speedup (95% lower bound) ≥ {min_speedup:g}×" if min_speedup is not None else "",

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from tlbench import files
+from tlbench import files, schema
 from tlbench.errors import ResultsError
 
 # metric -> unit: the one vocabulary. Axes (shots, seed, dataset) are columns, never in the name.
@@ -149,6 +149,7 @@ def read_units(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
             if i == len(lines):  # a kill mid-write: the unit simply did not finish
                 continue
             raise ResultsError(f"{path}:{i}: corrupt unit record") from None
+        schema.check_unit(u, f"{path}:{i}")  # a list for a stage name is damage, not a name
         out[key] = u
     return out
 
@@ -182,6 +183,8 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
     """Rows of rows.jsonl. A truncated last line is dropped with a warning; any other bad line
     raises ResultsError naming file:line."""
     path = Path(run_dir) / ROWS
+    if path.exists() and not path.is_file():  # never read as "no rows yet": that loses them silently
+        raise ResultsError(f"{path}: not a file; move it out of the run (then --resume redoes its units)")
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
@@ -200,9 +203,7 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
         if not isinstance(row, dict) or not REQUIRED <= set(row):
             missing = sorted(REQUIRED - set(row)) if isinstance(row, dict) else "a JSON object"
             raise ResultsError(f"{path}:{i}: not a results row (missing {missing})")
-        value = row["value"]  # null, NaN and +-inf are a missing measurement; text is damage
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ResultsError(f"{path}:{i}: value must be a number, got {value!r}")
+        schema.check_row(row, f"{path}:{i}")  # every column's type, for every reader
         rows.append(row)
     return rows
 
@@ -328,12 +329,13 @@ def summary(
         out["train s"] = value["adapt_seconds"]
         if "estimate_seconds" in value:
             out["est./actual"] = value["estimate_seconds"] / value["adapt_seconds"]
-    notes = {v: [] for v in out.index}
+    notes: dict[str, dict[str, list[str]]] = {v: {} for v in out.index}  # why -> its stages
     for (_, v, stage), u in (units or {}).items():
         if u["status"] != "done" and v in notes:
-            notes[v].append(f"{stage} {u['status']}" + (f": {u['reason']}" if u.get("reason") else ""))
+            why = f"{u['status']}" + (f": {u['reason']}" if u.get("reason") else "")
+            notes[v].setdefault(why, []).append(stage)  # one reason for several stages is said once
     if any(notes.values()):
-        out["notes"] = ["; ".join(n) for n in notes.values()]
+        out["notes"] = ["; ".join(f"{', '.join(st)} {why}" for why, st in n.items()) for n in notes.values()]
     return out.reset_index()
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from tlbench.backbones.vit import create, load_backbone, model_info, shared_weights_copy
 from tlbench.config import PAPER_TOKENS
-from tlbench.core import DEFAULT_METHOD, Variant
+from tlbench.core import DEFAULT_METHOD, ModelInfo, Variant
 from tlbench.errors import ConfigError
 from tlbench.reducers import REDUCERS, check_params, get_reducer
 
@@ -68,18 +68,24 @@ def make_variant(
     derived = getattr(reducer, "derived_tokens", None)
     if derived is not None:
         num_tokens = 1  # a placeholder until the method's parameters are checked
-    elif isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-        raise ConfigError(f"number of tokens must be a positive integer, got {num_tokens!r}")
-    elif num_tokens > info.spatial_patches:
-        per_step = " per time step" if info.time_steps > 1 else ""
-        raise ConfigError(
-            f"{num_tokens} tokens is more than the {info.spatial_patches} patch tokens{per_step} it would reduce"
-        )
+    else:
+        check_tokens(info, num_tokens)
     variant = Variant(info.name, float(position), k, num_tokens, version, fuser, method, pairs)
     reducer.check(info, variant)
     if derived is not None:
         variant = replace(variant, num_tokens=derived(info, variant))
     return replace(variant, label=reducer.label(variant))
+
+
+def check_tokens(info: ModelInfo, num_tokens: Any) -> None:
+    """S must be a positive integer, at most the patch tokens (per time step) it reduces."""
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
+        raise ConfigError(f"number of tokens must be a positive integer, got {num_tokens!r}")
+    if num_tokens > info.spatial_patches:
+        per_step = " per time step" if info.time_steps > 1 else ""
+        raise ConfigError(
+            f"{num_tokens} tokens is more than the {info.spatial_patches} patch tokens{per_step} it would reduce"
+        )
 
 
 def param_grid(params: Mapping[str, int | Sequence[int]] | None) -> list[dict[str, int]]:
@@ -102,25 +108,50 @@ def make_variants(
     method: str = DEFAULT_METHOD,
     params: Mapping[str, int | Sequence[int]] | None = None,
     frames: int | None = None,
+    impossible: list[tuple[Variant, str]] | None = None,
 ) -> list[Variant]:
     """Baseline first, then the reducer at each position x token count x parameter combination
     (`params` maps a name to one value or a list), sorted by (k, S, params).
 
     `positions=None` means every block index 0..depth (0..depth-1 with the fuser). Positions that
-    map to the same block index are one variant: the first one given names it.
+    map to the same block index are one variant: the first one given names it. With `impossible`
+    (a list), a combination the method cannot take (ToMe after the last block) is appended to it
+    as (its unchecked Variant, why) instead of refused; a bad position or parameter still is.
     """
     info = model_info(model, img_size, frames)
     if positions is None:
         last = info.depth - 1 if fuser else info.depth
         positions = [k / info.depth for k in range(last + 1)]
     out = [make_variant(model, img_size=img_size, frames=frames)] if baseline else []
+    combos = param_grid(params)
+    reducer = get_reducer(method)
+    if impossible is not None:  # what no method can take is refused before any pair is judged
+        for p in positions:
+            block_index(p, info.depth)
+        for combo in combos:
+            check_params(method, tuple(sorted(combo.items())))
+        if getattr(reducer, "derived_tokens", None) is None:
+            for s in tokens:
+                check_tokens(info, s)
     seen: dict[tuple[int, int, tuple[tuple[str, int], ...]], Variant] = {}
-    for combo in param_grid(params):
+    bad: dict[tuple[int, int, tuple[tuple[str, int], ...]], tuple[Variant, str]] = {}
+    for combo in combos:
         for p in positions:
             for s in tokens:
-                v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size,
-                                 method=method, params=combo, frames=frames)  # fmt: skip
+                try:
+                    v = make_variant(model, p, s, version=version, fuser=fuser, img_size=img_size,
+                                     method=method, params=combo, frames=frames)  # fmt: skip
+                except ConfigError as e:
+                    if impossible is None:
+                        raise
+                    pairs = tuple(sorted(combo.items()))
+                    u = Variant(info.name, float(p), block_index(p, info.depth), s, version, fuser, method, pairs)
+                    u = replace(u, label=reducer.label(u))
+                    bad.setdefault((u.block_index, u.num_tokens, u.params), (u, str(e)))
+                    continue
                 seen.setdefault((v.block_index, v.num_tokens, v.params), v)
+    if impossible is not None:
+        impossible += [bad[key] for key in sorted(bad) if key not in seen]
     return out + [seen[key] for key in sorted(seen)]
 
 

@@ -75,7 +75,7 @@ def run_payload(run_dir: Path) -> dict[str, Any]:
             shots if shots is not None else (None if table.empty else _int(table["shots"].iloc[0]))
         )
         every = _every_accuracy(mine)
-        for name, r in table.iterrows():
+        for (_, name), r in table.iterrows():
             variants.append(
                 _variant_record(m, str(name), r, chosen, every.get(str(name), []), mine, units)
             )

@@ -25,6 +25,7 @@ from tlbench.report.token_maps import (
     save_figure,
     token_maps,
     trained_sources,
+    variant_records,
 )
 from tlbench.report.tracking import (
     builtin_clips,
@@ -169,6 +170,7 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
 
     run = Path(run_dir)
     meta = results.read_manifest(run)
+    several = len({r["model"] for r in variant_records(run, meta)}) > 1  # checked before any use
     out = Path(out_dir) if out_dir is not None else run / "figures"
     train_data = meta.get("config", {}).get("quality", {}).get("train_data", "")
     if parse_spec(train_data)[0] == "moving_mnist":  # video: maps over time and tracking scores
@@ -176,7 +178,6 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
         return run_video_maps(run, meta, out, train_data)
     if train_data not in BUILTIN:
         return []
-    several = len({r["model"] for r in meta.get("variants", [])}) > 1
     imgs = None  # loaded once, and only if some variant has a checkpoint
     rows, paths = [], []
     for source in trained_sources(run, meta):

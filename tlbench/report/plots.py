@@ -405,8 +405,11 @@ def _draw(df: pd.DataFrame, figures: dict[str, Any], out_dir: Path, suffix: str,
         fig = make(df, adapt=adapt) if make is accuracy_vs_position_adapt else make(df)
         if fig is None:
             continue
-        notes = [f"{variant}: {stage} {why}" for stage, variant, why in missing
-                 if name in AFFECTED.get(stage, ())]  # fmt: skip
+        stages: dict[tuple[str, str], list[str]] = {}  # (variant, why) -> stages: one reason said once
+        for stage, variant, why in missing:
+            if name in AFFECTED.get(stage, ()):
+                stages.setdefault((variant, why), []).append(stage)
+        notes = [f"{variant}: {', '.join(st)} {why}" for (variant, why), st in stages.items()]
         if notes:  # below everything drawn, legends under the axes included
             fig.text(0.01, bottom_margin(fig) - 0.02, "Not shown: " + "; ".join(notes), fontsize=7,
                      color="tab:red", ha="left", va="top", wrap=True)  # fmt: skip

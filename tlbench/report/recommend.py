@@ -11,6 +11,9 @@ Budget semantics (what a user can rely on):
   the stage `quality` few-shot accuracy at one shot count, mean over seeds.
 - A variant that lacks a metric some budget needs is "not measured", never passed or dropped.
 
+A variant is (model, variant): a run of several models judges each against its own model's
+baseline, and ranks them together (the Pareto front spans the models).
+
 Ranking: variants that fit first, Pareto-optimal ones first among them, then by mean accuracy
 (highest first) and GFLOPs (lowest first). The Pareto front is taken among the fitting variants
 (the best trade-offs the budget allows): a variant is on it unless another fitting variant has
@@ -28,8 +31,10 @@ import pandas as pd
 
 from tlbench import results
 from tlbench.errors import ConfigError
+from tlbench.report import picks
 
 FITS, OVER, NOT_MEASURED = "fits", "over budget", "not measured"
+KEY = ["model", "variant"]  # a variant's identity: two models of a run share variant names
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def accuracy_table(
 ) -> tuple[pd.DataFrame, int | None, list[str]]:
     """Mean over seeds of stage-`quality` few-shot accuracy, in %, one column per probe set, at
     one shot count (`shots`; default 5 if measured, else the largest). Returns (table indexed by
-    variant, shots used, datasets used); an empty table when the run has no accuracy rows."""
+    (model, variant), shots used, datasets used); an empty table when the run has no accuracy rows."""
     acc = df[(df["metric"] == "fewshot_acc") & (df["stage"] == "quality") & df["value"].notna()]
     if acc.empty:
         return pd.DataFrame(), None, []
@@ -72,7 +77,7 @@ def accuracy_table(
         raise ConfigError(f"--dataset {', '.join(unknown)}: the run probed {', '.join(present)}")
     sel = acc[(acc["shots"] == k) & acc["dataset"].isin(chosen)]
     table = (
-        sel.pivot_table(index="variant", columns="dataset", values="value", aggfunc="mean") * 100
+        sel.pivot_table(index=KEY, columns="dataset", values="value", aggfunc="mean") * 100
     )
     return table.reindex(columns=chosen), k, chosen
 
@@ -83,17 +88,23 @@ def recommend(
     *,
     datasets: list[str] | None = None,
     shots: int | None = None,
+    model: str | None = None,
 ) -> pd.DataFrame:
     """Every variant of the run with its metrics, verdict (fits / over budget / not measured)
     and reason, Pareto flag (among fitting variants; None without GFLOPs or accuracy), ranked.
 
-    Columns: rank (fitting variants only), variant, method, position, block_index, num_tokens,
+    `model` keeps one model of a several-model run (an alias or the run's name for it).
+
+    Columns: rank (fitting variants only), variant, model, method, position, block_index, num_tokens,
     gflops, speedup, speedup_low, speedup_high, acc_<dataset> (%), acc_mean, acc_drop (worst, in
     points), verdict, reason, pareto. Raises ConfigError for a budget on a metric the run lacks.
     """
     budget.check()
     df = results.load_results(run_dir)
     units = results.read_units(Path(run_dir))
+    if model is not None:
+        name = picks.pick_model(run_dir, [*df["model"].dropna(), *(m for m, _, _ in units)], model)
+        df, units = df[df["model"] == name], {k: u for k, u in units.items() if k[0] == name}
     metrics = set(df["metric"].dropna())
     for need, flag in (
         ("gflops", "max_gflops"),
@@ -110,9 +121,10 @@ def recommend(
     out["pareto"] = _pareto(out)
     order = {FITS: 0, NOT_MEASURED: 1, OVER: 2}
     out = out.reset_index()
+    out = out[["variant", "model", *(c for c in out.columns if c not in KEY)]]
     out = out.assign(_v=out["verdict"].map(order), _p=~out["pareto"].fillna(False).astype(bool))
-    out = out.sort_values(["_v", "_p", "acc_mean", "gflops", "variant"],
-                          ascending=[True, True, False, True, True], na_position="last", kind="stable")  # fmt: skip
+    out = out.sort_values(["_v", "_p", "acc_mean", "gflops", "variant", "model"],
+                          ascending=[True, True, False, True, True, True], na_position="last", kind="stable")  # fmt: skip
     out = out.drop(columns=["_v", "_p"]).reset_index(drop=True)
     fits = out["verdict"] == FITS
     out.insert(
@@ -127,20 +139,21 @@ def variant_table(
     datasets: list[str] | None = None,
     shots: int | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The metrics every budget is judged on, one row per variant (indexed by variant): model,
-    method, position, block_index, num_tokens, gflops, speedup(_low, _high), acc_<dataset> (%),
-    acc_mean, acc_drop (worst, in points), shots; and the probe sets chosen. Shared by
-    `recommend` and the HTML report, which judges the same table against budgets in the page."""
-    names = list(dict.fromkeys([*df["variant"], *(v for _, v, _ in units)]))
-    meta = df.drop_duplicates("variant").set_index("variant").reindex(names)
-    out = pd.DataFrame(index=pd.Index(names, name="variant"))
-    out["model"] = meta["model"]
-    out["method"] = meta["method"].where(meta["position"].notna(), "baseline")
+    """The metrics every budget is judged on, one row per (model, variant): method, position,
+    block_index, num_tokens, gflops, speedup(_low, _high), acc_<dataset> (%), acc_mean, acc_drop
+    (worst, in points, against the variant's own model's baseline), shots; and the probe sets
+    chosen. Shared by `recommend` and the HTML report, which judges it against budgets in the page."""
+    keys = list(dict.fromkeys([*zip(df["model"], df["variant"], strict=True), *((m, v) for m, v, _ in units)]))
+    index = pd.MultiIndex.from_tuples(keys, names=KEY) if keys else pd.MultiIndex.from_arrays([[], []], names=KEY)
+    meta = df.drop_duplicates(KEY).set_index(KEY).reindex(index)
+    out = pd.DataFrame(index=index)
+    base = out.index.get_level_values("variant") == "baseline"  # a variant with only ledger lines: no method
+    out["method"] = meta["method"].where(meta["position"].notna() | ~base, "baseline")
     for col in ("position", "block_index", "num_tokens"):
         out[col] = meta[col]
-    gflops = df[df["metric"] == "gflops"].drop_duplicates("variant").set_index("variant")["value"]
+    gflops = df[df["metric"] == "gflops"].drop_duplicates(KEY).set_index(KEY)["value"]
     out["gflops"] = gflops.reindex(out.index)
-    sp = df[df["metric"] == "speedup"].drop_duplicates("variant").set_index("variant")
+    sp = df[df["metric"] == "speedup"].drop_duplicates(KEY).set_index(KEY)
     out["speedup"] = sp["value"].reindex(out.index)
     out["speedup_low"] = sp["ci_low"].reindex(out.index)
     out["speedup_high"] = sp["ci_high"].reindex(out.index)
@@ -148,8 +161,8 @@ def variant_table(
     drops = pd.DataFrame(index=out.index)
     for ds in chosen:
         out[f"acc_{ds}"] = table[ds].reindex(out.index)
-        base = table[ds].get("baseline", math.nan) if "baseline" in table.index else math.nan
-        drops[ds] = base - out[f"acc_{ds}"]
+        base = {m: table[ds].get((m, "baseline"), math.nan) for m in out.index.get_level_values("model")}
+        drops[ds] = [base[m] - a for (m, _), a in out[f"acc_{ds}"].items()]  # each model's own baseline
     acc_cols = [f"acc_{ds}" for ds in chosen]
     # a mean over fewer probe sets than chosen would not compare: NaN unless every one is measured
     out["acc_mean"] = out[acc_cols].mean(axis=1, skipna=False) if acc_cols else math.nan
@@ -192,7 +205,7 @@ def _verdict(row: pd.Series, b: Budget, units: dict, chosen: list[str]) -> tuple
 
 def _why_missing(row: pd.Series, stage: str, what: str, units: dict) -> str:
     """'no speedup (speed failed: ...)': the ledger's word for a unit that lacks the metric."""
-    u = units.get((row["model"], row.name, stage))
+    u = units.get((*row.name, stage))  # row.name: (model, variant)
     if u is None:
         return f"no {what} ({stage} not run)"
     if u["status"] == "done":

@@ -123,9 +123,10 @@ def compare_grid(findings: list[Any], run: Path, reference: Path, ok: bool) -> G
     same = sum(f.value == f.reference_value for f in compared)  # bit-identical: same machine kind
     title = (f"{run} vs {reference}: {'reproduced' if ok else 'DIFFERS'} ({len(findings)} checks, "
              f"{len(bad)} not ok; {same} of {len(compared)} values bit-identical)")  # fmt: skip
-    heads = ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
-    rows = [(f.variant, f.stage, f.metric, f.dataset or "", fmt(f.shots), f.status, fmt(f.value, "{:.4g}"),
-             fmt(f.reference_value, "{:.4g}"), f.note) for f in bad]  # fmt: skip
+    several = len({f.model for f in findings}) > 1  # (model, variant) is the key: say the model
+    heads = ("model",) * several + ("variant", "stage", "metric", "dataset", "shots", "status", "run", "reference", "note")
+    rows = [(f.model,) * several + (f.variant, f.stage, f.metric, f.dataset or "", fmt(f.shots), f.status,
+            fmt(f.value, "{:.4g}"), fmt(f.reference_value, "{:.4g}"), f.note) for f in bad]  # fmt: skip
     return Grid(title, heads, rows, ["red" if f.status in ("differs", "missing") else None for f in bad])
 
 
@@ -158,7 +159,8 @@ def recommend_grid(run_dir: Path, frame: pd.DataFrame, records: list[dict[str, A
     acc_cols = [c for c in frame.columns if c.startswith("acc_") and c not in ("acc_mean", "acc_drop")]
     k = records[0]["shots"] if records else None
     n_fit = sum(r["verdict"] == fits for r in records)
-    heads = ("#", "variant", "method", "p", "block", "S", "GFLOPs", "speedup",
+    several = len({r["model"] for r in records}) > 1  # a variant is (model, variant)
+    heads = ("#", *["model"] * several, "variant", "method", "p", "block", "S", "GFLOPs", "speedup",
              *(f"{c[4:]} %" for c in acc_cols), "mean %", "drop pt", "Pareto", "verdict")  # fmt: skip
     rows, styles = [], []
     for r in records:
@@ -168,7 +170,7 @@ def recommend_grid(run_dir: Path, frame: pd.DataFrame, records: list[dict[str, A
         if r["speedup_low"] is not None and r["variant"] != "baseline":
             sp += f" [{r['speedup_low']:.2f}–{r['speedup_high']:.2f}]"
         verdict = r["verdict"] + (f": {r['reason']}" if r["reason"] else "")
-        rows.append((fmt(r["rank"]), r["variant"], r["method"] or "–", fmt(r["position"], "{:.4g}"),
+        rows.append((fmt(r["rank"]), *[r["model"]] * several, r["variant"], r["method"] or "–", fmt(r["position"], "{:.4g}"),
                      fmt(r["block_index"]), fmt(r["num_tokens"]), fmt(r["gflops"], "{:.4g}"), sp,
                      *(fmt(r[c], "{:.1f}") for c in acc_cols), fmt(r["acc_mean"], "{:.1f}"),
                      fmt(r["acc_drop"], "{:.1f}"), {True: "★", False: "", None: "–"}[r["pareto"]], verdict))  # fmt: skip
@@ -177,7 +179,8 @@ def recommend_grid(run_dir: Path, frame: pd.DataFrame, records: list[dict[str, A
     return Grid(title, heads, rows, styles, caption=RECOMMEND_CAPTION.format(k=k), no_wrap=("variant", "speedup"))
 
 
-STATUS_STYLES = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim"}
+STATUS_STYLES = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim",
+                 "rows lost": "red"}
 
 
 def status_grid(run_dir: Path, st: Any) -> Grid:

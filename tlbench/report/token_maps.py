@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench import results
+from tlbench import results, schema
 from tlbench.core import Variant
 from tlbench.data.sources import fit_images, normalize
-from tlbench.errors import ConfigError
+from tlbench.errors import ConfigError, ResultsError
 from tlbench.quality.train import batch_args
 from tlbench.reducers.modules import TokenLearner
+from tlbench.report import picks
 from tlbench.variants import build_model, make_variant
 
 
@@ -69,16 +70,21 @@ class MapsSource:
 
 def from_run(run_dir: str | Path, variant_name: str, model: str | None = None) -> MapsSource:
     """The checkpoint of `variant_name` in a sweep's run directory (RUN_DIR/checkpoints/*.pt);
-    `model` picks among a several-model run's variants of the same name (default: the first)."""
+    `model` picks among a several-model run's variants of the same name; without it such a name
+    is refused (report/picks.py)."""
     run = Path(run_dir)
     meta = results.read_manifest(run)
-    records: dict[str, dict] = {}
-    for r in meta.get("variants", []):
-        if model is None or r["model"] == model:
-            records.setdefault(r["name"], r)
-    if variant_name not in records:
-        raise ConfigError(f"no variant {variant_name!r} in {run}; it has {', '.join(records) or 'none'}")
-    return _source(run, meta, records[variant_name])
+    return _source(run, meta, picks.pick_variant(run, variant_records(run, meta), variant_name, model))
+
+
+def variant_records(run: Path, meta: dict) -> list[dict]:
+    """The manifest's variant records, each checked against the schema (one line naming the key)."""
+    records = meta.get("variants", [])
+    if not isinstance(records, list):
+        raise ResultsError(f"{run / 'manifest.json'}: variants must be a list, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        schema.check_variant(r, f"{run / 'manifest.json'}: variants[{i}]")
+    return records
 
 
 def _source(run: Path, meta: dict, r: dict) -> MapsSource:
@@ -101,7 +107,7 @@ def _source(run: Path, meta: dict, r: dict) -> MapsSource:
 
 def trained_sources(run: Path, meta: dict) -> Iterator[MapsSource]:
     """Each TokenLearner variant of a run's manifest that has a finished training checkpoint."""
-    for r in meta.get("variants", []):
+    for r in variant_records(run, meta):
         if r.get("position") is None or r.get("method", "tokenlearner") != "tokenlearner":
             continue
         try:

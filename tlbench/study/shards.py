@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tlbench import files, results
+from tlbench import files, results, schema
 from tlbench.errors import ResultsError
 
 SHARDS = "shards"
@@ -54,6 +54,8 @@ def read_shards(run_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
                 raise KeyError("status")
         except (json.JSONDecodeError, KeyError, TypeError):  # shards are renamed whole: this is damage
             raise ResultsError(f"{path}: corrupt shard (delete it to run its unit again)") from None
+        for i, row in enumerate(doc["rows"]):  # checked before they are folded into rows.jsonl
+            schema.check_row(row, f"{path}: rows[{i}]")
         out.append((path, doc))
     return out
 

@@ -30,10 +30,23 @@ from tlbench.quality.probe import (
     step_seconds_by_flops,
 )
 from tlbench.quality.train import BudgetExceeded, is_finished
+from tlbench.study import integrity
 from tlbench.study.workers import Failure, WorkerPool, send
 from tlbench.variants import build_sharing
 
 Progress = Callable[..., None]  # progress(event, **info); events: plan, unit, skip, fail, train, status
+
+
+def record_impossible(bad: list[tuple[Variant, str]], stages: list[str], book: Book) -> None:
+    """Each impossible combination as a skipped unit per stage in the ledger (once; a resume finds
+    them there), and one line each for the caller."""
+    units = results.read_units(book.run_dir)
+    for v, why in bad:
+        reason = f"cannot exist: {why}"
+        for stage in stages:
+            if (v.model, v.name, stage) not in units:
+                book.record(v, stage, "skipped", reason=reason)
+        book.skipped.append(f"{book.label(v)} ({v.method} at p = {v.position:g}, every stage): {reason}")
 
 
 class Book:
@@ -54,7 +67,7 @@ class Book:
         results.record_unit(self.run_dir, v.model, v.name, stage, status, **info)
 
     def done(self, v: Variant, stage: str, rows: list[dict[str, Any]]) -> None:
-        self.record(v, stage, "done", rows, rows=len(rows))
+        self.record(v, stage, "done", rows, rows=len(rows), keys=integrity.digest(rows))
         self.emit("unit", advance=1, stage=stage, variant=v.name)
 
     def skip(self, v: Variant, stage: str, reason: str) -> None:

@@ -8,6 +8,9 @@ A unit is (model, variant, stage) for each variant of sweep.expand and each enab
 - under an executor (tlbench/executors.py): a job's shard not folded yet counts as what it says
   (done = rows.jsonl + shards), and a unit submitted as a job (jobs.jsonl) with no outcome since
   is running, with its job id.
+- skipped too: each combination of the grid that cannot exist (sweep.impossible), with why;
+- rows lost: the ledger says done, but rows.jsonl no longer holds the rows it wrote (count and
+  key digest, tlbench/study/integrity.py); `tlbench sweep --resume` runs it again.
 `complete` is the CI question "is there anything left to run?": every unit done or skipped
 (the sweep's own exit-0 rule); a failed or not-started unit makes it False.
 """
@@ -21,11 +24,12 @@ from typing import Any
 
 from tlbench import files, results
 from tlbench.errors import ResultsError
-from tlbench.study import shards
-from tlbench.study.sweep import STAGES, expand, stored_config
+from tlbench.study import integrity, shards
+from tlbench.study.sweep import STAGES, expand, impossible, stored_config
 
 NOT_STARTED = "not started"
 RUNNING = "running"
+LOST = "rows lost"
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,8 @@ class UnitStatus:
     model: str
     variant: str
     stage: str
-    status: str  # done, skipped, failed, running, not started
-    rows: int | None  # rows written by a done unit
+    status: str  # done, skipped, failed, running, not started, rows lost
+    rows: int | None  # rows written by a done unit (rows lost: the ones still there)
     reason: str | None  # skipped: why; failed: the one-line error
     log: str | None  # failed: the traceback's file, relative to the run
     job: str | None = None  # the id of the unit's latest job (executor runs)
@@ -49,7 +53,7 @@ class RunStatus:
     @property
     def counts(self) -> dict[str, int]:
         c = Counter(u.status for u in self.units)
-        return {s: c.get(s, 0) for s in (*results.STATUSES, RUNNING, NOT_STARTED)}
+        return {s: c.get(s, 0) for s in (*results.STATUSES, RUNNING, NOT_STARTED, LOST)}
 
     @property
     def complete(self) -> bool:
@@ -59,6 +63,7 @@ class RunStatus:
         c = self.counts
         state = f"running ({self.lock_holder})" if self.lock_holder else "not running"
         jobs = f"{c[RUNNING]} running, " if c[RUNNING] else ""
+        jobs += f"{c[LOST]} with rows lost, " if c[LOST] else ""
         return (f"{len(self.units)} units: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed, "
                 f"{jobs}{c[NOT_STARTED]} not started; {state}")  # fmt: skip
 
@@ -76,13 +81,13 @@ def run_status(run_dir: str | Path) -> RunStatus:
     config = stored_config(run_dir)  # not a run: a one-line ResultsError
     stages = [s for s in STAGES if getattr(config, s).enabled]
     ledger = results.read_units(run_dir) if results.has_ledger(run_dir) else None
+    shard_done = shards.shard_units(run_dir) if ledger is not None else {}
     if ledger is not None:
-        ledger.update(shards.shard_units(run_dir))  # finished by a job, not folded yet
+        ledger.update(shard_done)  # finished by a job, not folded yet
     jobs = results.read_jobs(run_dir)
-    counted = Counter(
-        (r["model"], r["variant"], results.unit_stage(r["stage"]))
-        for r in results.read_rows(run_dir)
-    )
+    rows = results.read_rows(run_dir)
+    counted = Counter((r["model"], r["variant"], results.unit_stage(r["stage"])) for r in rows)
+    lost = {(x.model, x.variant, x.stage): x for x in integrity.lost_units(run_dir, rows)}
     units = []
     for v in expand(config):
         for stage in stages:
@@ -96,8 +101,13 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 units.append(UnitStatus(*key, RUNNING, None, None, None, job["job_id"]))
             elif u is None:
                 units.append(UnitStatus(*key, NOT_STARTED, None, None, None))
+            elif key in lost and key not in shard_done:
+                why = f"{lost[key].reason()}; tlbench sweep --resume runs it again"
+                units.append(UnitStatus(*key, LOST, counted[key], why, None))
             else:
-                rows = u.get("rows", counted[key]) if u["status"] == "done" else None
-                units.append(UnitStatus(*key, u["status"], rows, u.get("reason"), u.get("log"),
+                n = u.get("rows", counted[key]) if u["status"] == "done" else None
+                units.append(UnitStatus(*key, u["status"], n, u.get("reason"), u.get("log"),
                                         job and job["job_id"]))  # fmt: skip
+    for v, why in impossible(config):  # combinations the grid crosses that cannot exist
+        units += [UnitStatus(v.model, v.name, stage, "skipped", None, f"cannot exist: {why}", None) for stage in stages]
     return RunStatus(run_dir, units, files.lock_holder(run_dir))

@@ -27,7 +27,7 @@ from tlbench.reducers import get_reducer
 from tlbench.report.html import write_report
 from tlbench.report.maps import run_maps
 from tlbench.report.plots import plot_results
-from tlbench.study import shards
+from tlbench.study import integrity, shards
 from tlbench.study.executors import check_executor, run_jobs
 from tlbench.study.manifest import manifest_for, run_id
 from tlbench.study.stages import Book, run_stage
@@ -44,6 +44,7 @@ class SweepResult:
     skipped: tuple[str, ...]  # one line per skipped unit, with the reason
     failed: tuple[str, ...]  # one line per failed unit: error, message, log file
     figures: tuple[Path, ...]
+    redone: tuple[str, ...] = ()  # one line per unit whose rows were lost after it finished, run again
 
 
 def expand(config: SweepConfig) -> list[Variant]:
@@ -56,10 +57,22 @@ def expand(config: SweepConfig) -> list[Variant]:
 def by_model(config: SweepConfig) -> list[tuple[SweepConfig, list[Variant]]]:
     """(a one-model copy of the config, that model's variants) per model of the sweep: each stage
     runs model by model, so a speedup is always against the model's own baseline."""
+    return _grid(config)[0]
 
+
+def impossible(config: SweepConfig) -> list[tuple[Variant, str]]:
+    """The grid's (model, method, position, tokens) combinations that cannot exist, each with why
+    (ToMe acts inside a block, so not at p = 1): left out of the run, and listed as skipped units
+    in its ledger, its summary and its figures' notes."""
+    return _grid(config)[1]
+
+
+def _grid(config: SweepConfig) -> tuple[list[tuple[SweepConfig, list[Variant]]], list[tuple[Variant, str]]]:
+    """Every valid variant per model, and the impossible combinations; a grid crossing methods
+    and positions runs every valid pair and is refused only when none is valid."""
     g = config.grid
     positions = None if g.positions == "all" else list(g.positions)
-    out, seen = [], {}
+    out, seen, bad = [], {}, []
     for name in config.model.models:
         m = dataclasses.replace(config.model, name=name, names=())
         variants = []
@@ -67,13 +80,17 @@ def by_model(config: SweepConfig) -> list[tuple[SweepConfig, list[Variant]]]:
             params = {**getattr(get_reducer(method), "sweep_defaults", {}), **g.options.get(method, {})}
             variants += make_variants(m.name, positions, list(g.tokens), baseline=g.baseline and i == 0,
                                       version=g.version, fuser=g.fuser, img_size=m.img_size,
-                                      method=method, params=params)  # fmt: skip
+                                      method=method, params=params, impossible=bad)  # fmt: skip
         resolved = variants[0].model if variants else name
         if resolved in seen:
             raise ConfigError(f"model.names: {seen[resolved]} and {name} are the same model ({resolved})")
         seen[resolved] = name
         out.append((dataclasses.replace(config, model=m), variants))
-    return out
+    if bad and not any(not v.is_baseline for _, variants in out for v in variants):
+        reasons = list(dict.fromkeys(why for _, why in bad))
+        raise ConfigError(reasons[0] if len(reasons) == 1 else
+                          f"no (method, position) pair of the grid can exist: {'; '.join(reasons)}")  # fmt: skip
+    return out, bad
 
 
 def stored_config(run_dir: str | Path) -> SweepConfig:
@@ -106,6 +123,7 @@ def run_sweep(
     spawned processes, which import the main module again (notebooks need nothing).
     """
     emit = progress or (lambda event, **info: None)
+    lost: list[integrity.Lost] = []
     if resume is not None:
         run_dir = Path(resume)
         stored = stored_config(run_dir)
@@ -134,9 +152,13 @@ def run_sweep(
             results.read_rows(run_dir)  # a corrupt middle line stops here, naming file:line
             if dropped := results.drop_unfinished(run_dir):
                 emit("status", text=f"dropped {dropped} rows of units a kill cut short; redoing them")
+            lost = integrity.reopen_lost(run_dir)  # done units whose rows.jsonl lines are gone
             if folded := shards.fold(run_dir):  # units that jobs finished after their submitter left
                 emit("status", text=f"folded {folded} finished units from {shards.SHARDS}/")
-        return _run(config, variants, run_dir, emit)
+        result = _run(config, variants, run_dir, emit)
+    several = len(config.model.models) > 1
+    redone = [f"{x.stage} {f'{x.model} ' if several else ''}{x.variant}: {x.reason()}; run again" for x in lost]
+    return dataclasses.replace(result, redone=tuple(redone))
 
 
 def check_inputs(config: SweepConfig) -> None:
@@ -167,8 +189,9 @@ def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Prog
     emit("plan", total=len(stages) * len(variants), run_dir=run_dir)
     todo = {s: [v for v in variants if (v.model, v.name, s) not in done] for s in stages}
     emit("unit", advance=sum(len(variants) - len(todo[s]) for s in stages))
-    groups = by_model(config)
+    groups, bad = _grid(config)
     book = Book(run_dir, emit, several=len(groups) > 1)
+    record_impossible(bad, stages, book)
     if config.executor.kind != "inline":  # jobs (tlbench/executors.py); this process folds
 
         run_jobs(config, groups, todo, book)
@@ -180,6 +203,18 @@ def _run(config: SweepConfig, variants: list[Variant], run_dir: Path, emit: Prog
                 run_stage(stage, sub, mine, left, book)
     figures = draw(run_dir, book)
     return SweepResult(run_dir, tuple(book.skipped), tuple(book.failed), figures)
+
+
+def record_impossible(bad: list[tuple[Variant, str]], stages: list[str], book: Book) -> None:
+    """Each impossible combination as a skipped unit per stage in the ledger (once; a resume finds
+    them there), and one line each for the caller."""
+    units = results.read_units(book.run_dir)
+    for v, why in bad:
+        reason = f"cannot exist: {why}"
+        for stage in stages:
+            if (v.model, v.name, stage) not in units:
+                book.record(v, stage, "skipped", reason=reason)
+        book.skipped.append(f"{book.label(v)} ({v.method} at p = {v.position:g}, every stage): {reason}")
 
 
 def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
