@@ -784,7 +784,8 @@ def status(
         colour = {"done": None, "skipped": "yellow", "failed": "red", "running": "cyan", "not started": "dim"}
         for u in st.units:
             note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
-            note = f"job {u.job}" + (f"; {note}" if note else "") if u.status == "running" else note
+            job = f"job {u.job}" + (f" ({u.job_state})" if u.job_state else "")
+            note = job + (f"; {note}" if note else "") if u.status == "running" else note
             table.add_row(u.model, u.variant, u.stage, u.status, _fmt(u.rows), note, style=colour[u.status])
         Console(width=max(console.width, 120)).print(table)
         console.print(st.summary(), highlight=False, soft_wrap=True)

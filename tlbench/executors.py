@@ -16,6 +16,7 @@ is recorded in RUN_DIR/jobs.jsonl (unit, job id), which `tlbench status` reads.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -30,8 +31,9 @@ from tlbench import files, results, shards
 from tlbench.config import ExecutorConfig, SweepConfig
 from tlbench.errors import SubmissionError
 from tlbench.models import Variant
+from tlbench.study import job_guard
 from tlbench.sweep import Book, _compute, _quality, _speed
-from tlbench.workers import Failure
+from tlbench.workers import Failure, _sigint_ignored
 
 STAGE_RUNNERS = {"compute": _compute, "quality": _quality}
 
@@ -65,9 +67,12 @@ class UnitJob(submitit.helpers.Checkpointable):
                  todo: Sequence[Variant]) -> None:  # fmt: skip
         self.config, self.run_dir, self.stage = config, run_dir, stage
         self.variants, self.todo = tuple(variants), tuple(todo)  # speed: all timed; todo: recorded
+        self.owner: job_guard.Owner | None = None  # local jobs: the submitter they end with
 
     def __call__(self) -> int:
         """Returns the number of units it finished; an error becomes their failed shards."""
+        if self.owner is not None:
+            job_guard.watch_owner(self.owner)
         book = ShardBook(Path(self.run_dir))
         try:
             if self.stage == "speed":
@@ -97,6 +102,20 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
     ex = config.executor
     recorded: set[tuple[str, str, str]] = set()  # units folded by this call
     running = running_jobs(ex, book.run_dir)
+    live: list[Submitted] = []  # local jobs, killed if this process is interrupted
+    try:
+        _run_phases(config, groups, todo, book, running, recorded, live)
+    except BaseException:
+        for s in live if ex.kind == "local" else []:
+            if not s.handle.done():
+                job_guard.kill_job_tree(int(s.handle.job_id))
+        raise
+
+
+def _run_phases(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]],
+                todo: dict[str, list[Variant]], book: Book, running: dict[tuple[str, str, str], str],
+                recorded: set[tuple[str, str, str]], live: list[Submitted]) -> None:  # fmt: skip
+    ex = config.executor
     for phase in phases(config, groups, todo, str(book.run_dir)):
         for wave in waves(ex, phase):
             ids = [{running.get((v.model, v.name, j.stage)) for v in j.todo} for j in wave]
@@ -107,6 +126,7 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
                             + ", ".join(str(s.handle.job_id) for s in adopted))  # fmt: skip
             fresh = [j for j in wave if all(j is not s.job for s in adopted)]
             submitted = submit(ex, fresh, book.run_dir) if fresh else []
+            live += submitted
             if submitted:
                 first_ids = sorted({str(s.handle.job_id).split("_")[0] for s in submitted})
                 book.status(f"{len(fresh)} {ex.kind} job(s) submitted: {', '.join(first_ids)}")
@@ -172,6 +192,10 @@ def check_executor(ex: ExecutorConfig) -> None:
     if ex.kind == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
         raise SubmissionError("executor.kind = slurm, but sbatch/srun are not on PATH (not a SLURM "
                               "login node?); use --executor local or inline here")  # fmt: skip
+    if ex.kind == "slurm":
+        from tlbench.study.slurm import check_submission
+
+        check_submission(ex)  # the cluster's own verdict on partition, account, GPUs: nothing submitted
 
 
 def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -> submitit.Executor:
@@ -205,12 +229,15 @@ def submit(ex: ExecutorConfig, jobs: list[UnitJob], run_dir: Path) -> list[Submi
         if not group:
             continue
         executor = executor_for(ex, folder, exclusive=exclusive)
+        for j in group if ex.kind == "local" else []:
+            j.owner = job_guard.this_process()
         try:
             if ex.kind == "slurm":
                 with executor.batch():  # one sbatch: a job array of len(group) tasks
                     handles = [executor.submit(j) for j in group]
-            else:
-                handles = [executor.submit(j) for j in group]
+            else:  # a Ctrl-C at the terminal is this process's, not the jobs' (they inherit SIG_IGN)
+                with _sigint_ignored():
+                    handles = [executor.submit(j) for j in group]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as e:
             lines = str(e).strip().splitlines()
             raise SubmissionError(f"{ex.kind}: the jobs were not submitted ({lines[-1] if lines else type(e).__name__}); "
@@ -228,6 +255,9 @@ def wait(s: Submitted, book: Book, recorded: set[tuple[str, str, str]]) -> None:
     """Wait for one job, fold the shards it wrote, and fail (one line each) the units it left
     without an outcome: a job killed, out of memory, or cancelled writes no shard."""
     try:
+        lost = _until_done(s.handle) if isinstance(s.handle, submitit.SlurmJob) else None
+        if lost:
+            raise RuntimeError(lost)
         s.handle.result()
         why = "it wrote no result"
     except Exception as e:
@@ -239,6 +269,27 @@ def wait(s: Submitted, book: Book, recorded: set[tuple[str, str, str]]) -> None:
     if missing:
         book.fail(missing, s.job.stage, Failure("JobDied", f"job {s.handle.job_id}: {why}", ""))
         recorded |= {(v.model, v.name, s.job.stage) for v in missing}
+
+
+def _until_done(job: submitit.SlurmJob, grace_s: float = 10.0) -> str | None:
+    """Wait for a SLURM job as submitit's result() does, but return a reason instead of waiting
+    forever when SLURM lost the job: neither sacct nor slurmctld lists it (a task of a pending
+    job array that is cancelled gets no accounting record, and submitit keeps its last state)."""
+    from tlbench.study.slurm import job_known, job_states
+
+    missing_since: float | None = None
+    for tick in itertools.count():
+        if job.done():
+            return None
+        if tick % 5 == 4:  # submitit's cached state may be stale: ask both, now
+            if not job_known(job.job_id) and job.job_id not in job_states([job.job_id]):
+                missing_since = missing_since or time.time()
+                if time.time() - missing_since >= grace_s:
+                    return "SLURM has no record of it (cancelled before it started?)"
+            else:
+                missing_since = None
+        time.sleep(1.0)
+    return None
 
 
 def fold(book: Book) -> set[tuple[str, str, str]]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from tlbench import files, results, shards
 from tlbench.errors import ResultsError
+from tlbench.study.slurm import job_states
 from tlbench.sweep import STAGES, expand, stored_config
 
 NOT_STARTED = "not started"
@@ -37,6 +38,7 @@ class UnitStatus:
     reason: str | None  # skipped: why; failed: the one-line error
     log: str | None  # failed: the traceback's file, relative to the run
     job: str | None = None  # the id of the unit's latest job (executor runs)
+    job_state: str | None = None  # a running unit's SLURM job: its state from sacct (PENDING, RUNNING, ...)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
         for r in results.read_rows(run_dir)
     )
     units = []
+    live = [j["job_id"] for k, j in jobs.items() if ledger is not None and j.get("executor") == "slurm"
+            and (ledger.get(k) or {}).get("finished", "") < j["submitted"]]  # fmt: skip
+    states = job_states(live)  # sacct, once for all the running units' jobs
     for v in expand(config):
         for stage in stages:
             key = (v.model, v.name, stage)
@@ -92,7 +97,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 continue
             u, job = ledger.get(key), jobs.get(key)
             if job is not None and (u is None or u.get("finished", "") < job["submitted"]):
-                units.append(UnitStatus(*key, RUNNING, None, None, None, job["job_id"]))
+                units.append(UnitStatus(*key, RUNNING, None, None, None, job["job_id"], states.get(job["job_id"])))
             elif u is None:
                 units.append(UnitStatus(*key, NOT_STARTED, None, None, None))
             else:

@@ -1,0 +1,1 @@
+"""Sweeps: expansion, the stages, executors and workers, manifests, status, the compute gate."""
