@@ -17,7 +17,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-        if "slurm" in item.keywords and "slurm" not in (config.getoption("-m") or ""):
+        if item.get_closest_marker("slurm") and "slurm" not in (config.getoption("-m") or ""):
             item.add_marker(pytest.mark.skip(reason="slurm: starts a local cluster; run with -m slurm"))
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)

@@ -32,6 +32,7 @@ from tlbench.config import ExecutorConfig, SweepConfig
 from tlbench.errors import SubmissionError
 from tlbench.models import Variant
 from tlbench.study import job_guard
+from tlbench.study.slurm import check_submission, job_known, job_states
 from tlbench.sweep import Book, _compute, _quality, _speed
 from tlbench.workers import Failure, _sigint_ignored
 
@@ -140,8 +141,9 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPEN
 
 def running_jobs(ex: ExecutorConfig, run_dir: Path) -> dict[tuple[str, str, str], str]:
     """(model, variant, stage) -> job id, for units whose SLURM job from an earlier submission
-    is still queued or running (asked of sacct): a --resume waits for them instead of
-    submitting them twice. Local and debug jobs end with the process that submitted them."""
+    is still queued or running (asked of squeue, then sacct: a job submitted a moment ago may not
+    have reached accounting yet): a --resume waits for them instead of submitting them twice.
+    Local and debug jobs end with the process that submitted them."""
     if ex.kind != "slurm":
         return {}
     ledger = results.read_units(run_dir)
@@ -150,10 +152,9 @@ def running_jobs(ex: ExecutorConfig, run_dir: Path) -> dict[tuple[str, str, str]
         outcome = ledger.get(key)
         if job.get("executor") != "slurm" or (outcome and outcome.get("finished", "") >= job["submitted"]):
             continue
-        state = submitit.SlurmJob(run_dir / "submitit", job["job_id"]).state
-        if (state.split() or ["UNKNOWN"])[0] in ACTIVE:
-            out[key] = job["job_id"]
-    return out
+        out[key] = job["job_id"]
+    states = job_states(out.values())  # one question for all, not submitit's sacct alone
+    return {key: i for key, i in out.items() if states.get(i, "UNKNOWN") in ACTIVE}
 
 
 def waves(ex: ExecutorConfig, phase: list[UnitJob]) -> list[list[UnitJob]]:
@@ -193,8 +194,6 @@ def check_executor(ex: ExecutorConfig) -> None:
         raise SubmissionError("executor.kind = slurm, but sbatch/srun are not on PATH (not a SLURM "
                               "login node?); use --executor local or inline here")  # fmt: skip
     if ex.kind == "slurm":
-        from tlbench.study.slurm import check_submission
-
         check_submission(ex)  # the cluster's own verdict on partition, account, GPUs: nothing submitted
 
 
@@ -275,8 +274,6 @@ def _until_done(job: submitit.SlurmJob, grace_s: float = 10.0) -> str | None:
     """Wait for a SLURM job as submitit's result() does, but return a reason instead of waiting
     forever when SLURM lost the job: neither sacct nor slurmctld lists it (a task of a pending
     job array that is cancelled gets no accounting record, and submitit keeps its last state)."""
-    from tlbench.study.slurm import job_known, job_states
-
     missing_since: float | None = None
     for tick in itertools.count():
         if job.done():

@@ -3,7 +3,8 @@
 - `check_submission`: `sbatch --test-only` with the settings the jobs will get (partition,
   account, GPUs, CPUs, time): the cluster's own verdict on an unknown partition, GPUs on nodes
   without them or an account it refuses, one line, before the run directory exists.
-- `job_states`: each job's state from sacct (PENDING, RUNNING, REQUEUED, ...), for `tlbench status`.
+- `job_states`: each job's state (PENDING, RUNNING, REQUEUED, ...), for `tlbench status` and
+  for --resume, which waits for the live ones.
 - `job_known`: whether slurmctld knows a job at all. A task of a job array cancelled while the
   array was still pending never gets an accounting record, so sacct never lists it and submitit
   would wait for it forever; a job neither sacct nor slurmctld knows is gone.
@@ -64,15 +65,10 @@ def _expand(job_id: str) -> list[str]:
     return out
 
 
-def job_states(job_ids: Iterable[str]) -> dict[str, str]:
-    """job id -> SLURM state (first word: 'CANCELLED by 0' -> CANCELLED); {} where sacct cannot
-    answer (no SLURM here, accounting off): status then shows the job id alone."""
-    ids = sorted(set(job_ids))
-    if not ids:
-        return {}
+def _ask(cmd: list[str]) -> dict[str, str]:
+    """job id -> state from squeue's or sacct's 'ID|STATE' lines; {} where the tool fails."""
     try:
-        done = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(ids)],
-                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     out: dict[str, str] = {}
@@ -80,6 +76,19 @@ def job_states(job_ids: Iterable[str]) -> dict[str, str]:
         job, _, state = line.partition("|")
         for one in _expand(job.strip()):
             out[one] = (state.split() or ["UNKNOWN"])[0]
+    return out
+
+
+def job_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """job id -> SLURM state ('CANCELLED by 0' -> CANCELLED), from slurmctld (squeue) while it
+    holds the job, else from accounting (sacct): a job just submitted reaches slurmdbd a moment
+    later, and one ended a while ago is gone from squeue. {} where neither answers."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    out = _ask(["squeue", "-h", "-t", "all", "-o", "%i|%T", "-j", ",".join(ids)])
+    if rest := [i for i in ids if i not in out]:
+        out.update(_ask(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(rest)]))
     return {i: out[i] for i in ids if i in out}
 
 
