@@ -170,47 +170,74 @@ def test_a_killed_submitter_is_resumed_by_asking_slurm(cluster: LocalSlurm, tmp_
     assert _rows(run_dir) == _inline(tmp_path, COMPUTE)
 
 
-def test_a_requeued_training_unit_resumes_from_its_partial_checkpoint(
+def test_preempted_and_timed_out_training_units_resume_from_their_partial_checkpoints(
     cluster: LocalSlurm, tmp_path: Path
 ) -> None:
-    """`scontrol requeue` mid-training (what a preemption does): the job comes back and training
-    continues from the partial checkpoint, to the inline run's rows."""
+    """Two training jobs. The baseline's is requeued by `scontrol requeue` (what a preemption
+    does): it comes back and continues from its partial checkpoint. The other's gets USR2, the
+    signal SLURM sends before a job's time limit (submitit's `--signal=USR2@90`; sent here by
+    `scancel --signal`, since SLURM's own timer is minutes): it checkpoints, requeues itself and
+    continues; signalled again past `max_requeues` = 1, it fails in one line. --resume finishes
+    it; the rows equal the inline run's."""
     sets = [*JOBS, "compute.enabled=false", "quality.steps=150", "quality.seeds=1",
-            "quality.init_reference=false", "quality.save_every_s=0", "quality.shots=[1]"]  # fmt: skip
+            "quality.init_reference=false", "quality.save_every_s=0", "quality.shots=[1]",
+            "executor.timeout_min=10", "executor.max_requeues=1"]  # fmt: skip
     sweep = _sweep(tmp_path, sets)
     try:
         run_dir, jobs = _jobs(tmp_path, 2, sweep)
-        job = next(j for j in jobs if j["variant"] == "baseline")
+        base, other = (
+            next(j for j in jobs if (j["variant"] == "baseline") == b) for b in (True, False)
+        )
         import torch
 
-        def step() -> int:
-            for partial in (run_dir / "checkpoints").glob("*baseline*.partial"):
+        def step(variant: str) -> int:
+            for partial in (run_dir / "checkpoints").glob(f"*-{variant}-*.partial"):
                 try:
                     return int(torch.load(partial, weights_only=False)["step"])
                 except Exception:  # replaced while read
                     return 0
             return 0
 
-        deadline = time.time() + 180
-        while step() < 20 and time.time() < deadline and sweep.poll() is None:
+        deadline = time.time() + 240
+        while min(step("baseline"), step(other["variant"])) < 20 and time.time() < deadline:
+            assert sweep.poll() is None, sweep.communicate()[0]
             time.sleep(0.2)
-        before = step()
-        assert before >= 20, "training never got going"
-        subprocess.run(["scontrol", "requeue", job["job_id"]], check=True)
-        after = []
+        before = {v: step(v) for v in ("baseline", other["variant"])}
+        assert min(before.values()) >= 20, f"training never got going: {before}"
+        subprocess.run(["scontrol", "requeue", base["job_id"]], check=True)
+        subprocess.run(["scancel", "--signal=USR2", other["job_id"]], check=True)
+        after: dict[str, list[int]] = {v: [] for v in before}
+        log = run_dir / "submitit" / f"{other['job_id']}_0_log.err"
+        back_at, signalled_again = None, False
         while sweep.poll() is None:
-            if (s := step()) and s != before:
-                after.append(s)
+            for v in before:
+                if (s := step(v)) and s != before[v]:
+                    after[v].append(s)
+            if back_at is None and log.read_text().count("Starting with JobEnvironment") >= 2:
+                back_at = step(other["variant"])  # the requeued job started again
+            elif back_at is not None and not signalled_again and step(other["variant"]) > back_at:
+                subprocess.run(["scancel", "--signal=USR2", other["job_id"]], check=True)
+                signalled_again = True  # training again: past max_requeues now
             time.sleep(0.1)
         output = sweep.communicate()[0]
     finally:
         if sweep.poll() is None:
             sweep.kill()
-    assert sweep.returncode == 0, output
-    assert after and min(after) > before, (before, after)  # continued, not started over
-    restarts = subprocess.run(["sacct", "-n", "-X", "-P", "-D", "-o", "JobID,State", "-j", job["job_id"]],
-                              capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert "REQUEUED" in restarts and "COMPLETED" in restarts, restarts
+    assert signalled_again and sweep.returncode == 1, output
+    for v in before:  # each came back and continued, not started over
+        assert after[v] and min(after[v]) > before[v], (v, before, after)
+    units = results.read_units(run_dir)
+    assert units[base["model"], "baseline", "quality"]["status"] == "done"
+    failed = units[other["model"], other["variant"], "quality"]
+    assert failed["status"] == "failed" and "timed-out too many times" in failed["reason"], failed
+    assert "\n" not in failed["reason"]
+    for job in (base, other):
+        history = subprocess.run(["sacct", "-n", "-X", "-P", "-D", "-o", "JobID,State", "-j", job["job_id"]],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "REQUEUED" in history, history
+
+    res = run_sweep(None, resume=run_dir)
+    assert not res.failed, res.failed
     _keys_once(run_dir)
     assert _rows(run_dir) == _inline(tmp_path, sets)
 
