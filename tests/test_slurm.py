@@ -170,6 +170,12 @@ def test_a_killed_submitter_is_resumed_by_asking_slurm(cluster: LocalSlurm, tmp_
     assert _rows(run_dir) == _inline(tmp_path, COMPUTE)
 
 
+def _restarted(job_id: str) -> bool:
+    """The job was requeued and runs again (scontrol's Restarts count and state)."""
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    return "JobState=RUNNING" in out and "Restarts=0" not in out and "Restarts=" in out
+
+
 def test_preempted_and_timed_out_training_units_resume_from_their_partial_checkpoints(
     cluster: LocalSlurm, tmp_path: Path
 ) -> None:
@@ -179,7 +185,7 @@ def test_preempted_and_timed_out_training_units_resume_from_their_partial_checkp
     `scancel --signal`, since SLURM's own timer is minutes): it checkpoints, requeues itself and
     continues; signalled again past `max_requeues` = 1, it fails in one line. --resume finishes
     it; the rows equal the inline run's."""
-    sets = [*JOBS, "compute.enabled=false", "quality.steps=150", "quality.seeds=1",
+    sets = [*JOBS, "compute.enabled=false", "quality.steps=300", "quality.seeds=1",
             "quality.init_reference=false", "quality.save_every_s=0", "quality.shots=[1]",
             "executor.timeout_min=10", "executor.max_requeues=1"]  # fmt: skip
     sweep = _sweep(tmp_path, sets)
@@ -207,14 +213,13 @@ def test_preempted_and_timed_out_training_units_resume_from_their_partial_checkp
         subprocess.run(["scontrol", "requeue", base["job_id"]], check=True)
         subprocess.run(["scancel", "--signal=USR2", other["job_id"]], check=True)
         after: dict[str, list[int]] = {v: [] for v in before}
-        log = run_dir / "submitit" / f"{other['job_id']}_0_log.err"
         back_at, signalled_again = None, False
         while sweep.poll() is None:
             for v in before:
                 if (s := step(v)) and s != before[v]:
                     after[v].append(s)
-            if back_at is None and log.read_text().count("Starting with JobEnvironment") >= 2:
-                back_at = step(other["variant"])  # the requeued job started again
+            if back_at is None and _restarted(other["job_id"]):  # requeued, running again
+                back_at = step(other["variant"])
             elif back_at is not None and not signalled_again and step(other["variant"]) > back_at:
                 subprocess.run(["scancel", "--signal=USR2", other["job_id"]], check=True)
                 signalled_again = True  # training again: past max_requeues now
