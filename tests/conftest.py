@@ -1,4 +1,4 @@
-"""Shared test setup: `--runslow` gates `slow` tests; `gpu` tests skip without CUDA; `one_thread`."""
+"""Shared test setup: `--runslow` gates `slow` tests; `gpu` tests skip without CUDA; `slurm` tests run only under `-m slurm`; `one_thread`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
+        if item.get_closest_marker("slurm") and "slurm" not in (config.getoption("-m") or ""):
+            item.add_marker(pytest.mark.skip(reason="slurm: starts a local cluster; run with -m slurm"))
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 

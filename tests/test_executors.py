@@ -1,9 +1,9 @@
 """Executors: jobs give the inline rows, write shards that fold exactly once, survive a killed job,
-and under SLURM go out as job arrays (a fake `sbatch` on PATH records what was submitted)."""
+end with the sweep that started them (local), and under SLURM go out as job arrays (a fake
+`sbatch` on PATH records what was submitted; tests/test_slurm.py runs them on a real cluster)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -22,7 +22,7 @@ from tlbench import results
 from tlbench.cli import app
 from tlbench.config import load_sweep
 from tlbench.study import shards
-from tlbench.study.executors import UnitJob, phases, running_jobs, submit, waves
+from tlbench.study.executors import UnitJob, phases, submit, waves
 from tlbench.study.status import run_status
 from tlbench.study.sweep import by_model, expand, run_sweep
 
@@ -168,8 +168,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH.format(log=log))
     (bin_dir / "srun").write_text(SRUN)
-    (bin_dir / "sacct").write_text(f"#!/bin/sh\ncat '{tmp_path / 'sacct.txt'}'\n")  # job states
-    for tool in ("sbatch", "srun", "sacct"):
+    for tool in ("sbatch", "srun"):
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     yield log
@@ -213,56 +212,6 @@ def test_slurm_submits_job_arrays_and_the_job_command_runs_the_unit(
     process_job(run_dir / "submitit")
     (shard,) = shards.read_shards(run_dir)
     assert shard[1]["unit"]["variant"] == variants[1].name and len(shard[1]["rows"]) == 3
-
-
-def test_resume_waits_for_slurm_jobs_still_queued_or_running(tmp_path: Path, fake_slurm: Path) -> None:
-    cfg = load_sweep(SMOKE, ['executor.kind="slurm"', *COMPUTE])
-    run_dir = tmp_path / "run"
-    results.write_manifest(run_dir, {"config": {}})
-    base, v = expand(cfg)
-    (phase,) = phases(cfg, by_model(cfg), {"compute": [base, v]}, str(run_dir))
-    submit(cfg.executor, phase, run_dir)  # array 4242: task 0 the baseline, task 1 v
-    (tmp_path / "sacct.txt").write_text("JobID|State|NodeList\n4242_0|FAILED|n1\n4242_1|RUNNING|n1\n")
-    # the failed job's unit is submitted again; the running one is waited for
-    assert running_jobs(cfg.executor, run_dir) == {(v.model, v.name, "compute"): "4242_1"}
-    results.record_unit(run_dir, v.model, v.name, "compute", "done", rows=3)  # its outcome arrived
-    submitit.SlurmJob.watcher.clear()
-    assert running_jobs(cfg.executor, run_dir) == {}
-    assert running_jobs(load_sweep(SMOKE).executor, run_dir) == {}  # inline: no jobs to ask about
-
-
-@pytest.mark.slow
-def test_resume_adopts_live_slurm_jobs_whose_scripts_run_the_units(tmp_path: Path, fake_slurm: Path) -> None:
-    """The submitter is gone while its array is queued; --resume submits nothing, waits for the
-    two live tasks, which the "cluster" then runs from the submitted script itself."""
-    import threading
-
-    cfg = load_sweep(SMOKE, ['executor.kind="slurm"', *COMPUTE])
-    run_dir = tmp_path / "smoke" / "run"
-    results.write_manifest(run_dir, {"config": dataclasses.asdict(cfg)})
-    (phase,) = phases(cfg, by_model(cfg), {"compute": expand(cfg)}, str(run_dir))
-    submit(cfg.executor, phase, run_dir)
-    sacct = tmp_path / "sacct.txt"
-    sacct.write_text("JobID|State|NodeList\n4242_0|PENDING|\n4242_1|RUNNING|n1\n")
-
-    def cluster() -> None:
-        for task in (0, 1):
-            env = {**os.environ, "SLURM_JOB_ID": str(4250 + task), "SLURM_ARRAY_JOB_ID": "4242",
-                   "SLURM_ARRAY_TASK_ID": str(task), "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
-                   "SLURM_NTASKS": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
-                   "SLURM_JOB_NODELIST": "n1"}  # fmt: skip
-            subprocess.run(["bash", str(fake_slurm / "0.sh")], env=env, check=True, capture_output=True)
-        sacct.write_text("JobID|State|NodeList\n4242_0|COMPLETED|n1\n4242_1|COMPLETED|n1\n")
-
-    worker = threading.Thread(target=cluster)
-    worker.start()
-    try:
-        res = run_sweep(None, resume=run_dir)
-    finally:
-        worker.join()
-    assert not res.failed, res.failed
-    assert sorted(p.name for p in fake_slurm.iterdir()) == ["0.sh"]  # nothing submitted again
-    assert _rows(run_dir) == _rows(_run(tmp_path, COMPUTE, "inline"))
 
 
 def test_a_preempted_unit_requeues_itself() -> None:
@@ -338,9 +287,9 @@ def test_a_killed_local_job_fails_alone_and_resume_completes_every_row_once(tmp_
     assert run_status(run_dir).complete
 
 
-def test_the_readme_shows_the_committed_slurm_example() -> None:
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Run a study on a cluster"):]
+def test_the_cluster_docs_show_the_committed_slurm_example() -> None:
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    section = text[text.index("# Run a study on a cluster"):]
     block = section[section.index("```toml\n") + 8 : section.index("```", section.index("```toml\n") + 8)]
     assert block == (ROOT / "sweeps" / "slurm_example.toml").read_text()
 
@@ -355,17 +304,63 @@ def test_local_waves_are_bounded_and_a_speed_job_runs_alone() -> None:
     assert waves(load_sweep(SMOKE, ['executor.kind="slurm"']).executor, phase) == [phase]
 
 
-def test_slurm_without_slurm_or_a_refused_sbatch_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slurm_without_slurm_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     result = runner.invoke(app, ["sweep", str(SMOKE), "--out", str(tmp_path), "--executor", "slurm"])
     assert result.exit_code == 2 and "sbatch/srun are not on PATH" in result.output
     assert not (tmp_path / "smoke").exists()  # refused before any work
-    for tool, body in (("sbatch", "echo 'sbatch: error: invalid partition' >&2; exit 1"), ("srun", "")):
-        (tmp_path / tool).write_text(f"#!/bin/sh\n{body}\n")
-        (tmp_path / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin{os.pathsep}/bin")
-    result = runner.invoke(app, ["sweep", str(SMOKE), "--out", str(tmp_path), "--executor", "slurm",
-                                 "--set", "quality.enabled=false", "--set", "speed.enabled=false"])  # fmt: skip
-    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    (line,) = [x for x in result.output.splitlines() if "were not submitted" in x]  # one line
-    assert "invalid partition" in line and "--resume" in line
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += _children(p)
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_local_jobs_end_with_the_sweep_that_started_them(tmp_path: Path, sig: signal.Signals) -> None:
+    """Killed while its jobs train (SIGINT as a terminal's Ctrl-C sends it: to the whole process
+    group), the sweep leaves no job process behind, and prints no traceback."""
+    sets = [*QUALITY, "quality.steps=100000", "quality.budget_s=100000", "executor.workers=2"]
+    cmd = [sys.executable, "-m", "tlbench", "sweep", str(SMOKE), "--out", str(tmp_path), "--executor", "local"]
+    cmd += [a for s in sets for a in ("--set", s)]
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline, pids = time.time() + 300, []
+        while time.time() < deadline and sweep.poll() is None and len(pids) < 4:
+            time.sleep(0.2)
+            for jobs in tmp_path.glob("smoke/*/jobs.jsonl"):
+                lines = [json.loads(line) for line in jobs.read_text().splitlines()]
+                ids = {j["job_id"] for j in lines if j["stage"] == "quality"}
+                logs = [jobs.parent / "submitit" / f"{i}_0_log.out" for i in ids]
+                if len(ids) == 2 and all(log.is_file() and "quality " in log.read_text() for log in logs):
+                    pids = [p for i in ids for p in _tree(int(i))]  # 2 controllers, 2 units training
+        assert len(pids) >= 4, "the jobs never started training"
+        if sig == signal.SIGINT:
+            os.killpg(sweep.pid, sig)
+        else:
+            sweep.send_signal(sig)
+        output = sweep.communicate(timeout=60)[0]
+    finally:
+        if sweep.poll() is None:  # the test failed: take the whole group down
+            os.killpg(sweep.pid, signal.SIGKILL)
+    deadline = time.time() + 15
+    while not all(_gone(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert [p for p in pids if not _gone(p)] == [], "job processes outlived the sweep"
+    if sig != signal.SIGKILL:
+        assert sweep.returncode == 130 and "Traceback" not in output, output
+        assert "interrupted: finished units are kept" in output

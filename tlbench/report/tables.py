@@ -187,7 +187,8 @@ def status_grid(run_dir: Path, st: Any) -> Grid:
     rows = []
     for u in st.units:
         note = (u.reason or "") + (f" (log: {run_dir / u.log})" if u.log else "")
-        note = f"job {u.job}" + (f"; {note}" if note else "") if u.status == "running" else note
+        job = f"job {u.job}" + (f" ({u.job_state})" if getattr(u, "job_state", None) else "")
+        note = job + (f"; {note}" if note else "") if u.status == "running" else note
         rows.append((u.model, u.variant, u.stage, u.status, fmt(u.rows), note))
     return Grid(f"{run_dir}: {st.summary()}", ("model", "variant", "stage", "status", "rows", "note"), rows,
                 [STATUS_STYLES[u.status] for u in st.units], left=("model", "variant", "stage", "status", "note"))  # fmt: skip

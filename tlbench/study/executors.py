@@ -3,7 +3,7 @@ in this process through submitit's own machinery (debug, for tests).
 
 A job is one unit (model, variant, stage), except speed: a model's variants are timed together,
 interleaved, in ONE job, so every speedup is measured within one job (on an exclusive node under
-SLURM). Jobs run the same stage functions as the inline path (sweep._compute, _speed, _quality)
+SLURM). Jobs run the same stage functions as the inline path (stages.run_stage)
 with a ShardBook, which writes each finished unit to its shard instead of rows.jsonl
 (tlbench/shards.py); this process waits, folds the shards and is the run's one writer. Jobs are
 Checkpointable: on SLURM's preemption or time-limit signal a unit requeues itself and its training
@@ -16,6 +16,7 @@ is recorded in RUN_DIR/jobs.jsonl (unit, job id), which `tlbench status` reads.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -30,9 +31,10 @@ from tlbench import files, results
 from tlbench.config import ExecutorConfig, SweepConfig
 from tlbench.core import Variant
 from tlbench.errors import SubmissionError
-from tlbench.study import shards
+from tlbench.study import job_guard, shards
+from tlbench.study.slurm import check_submission, job_known, job_states
 from tlbench.study.stages import Book, run_stage
-from tlbench.study.workers import Failure
+from tlbench.study.workers import Failure, _sigint_ignored
 
 
 class ShardBook(Book):
@@ -64,9 +66,12 @@ class UnitJob(submitit.helpers.Checkpointable):
                  todo: Sequence[Variant]) -> None:  # fmt: skip
         self.config, self.run_dir, self.stage = config, run_dir, stage
         self.variants, self.todo = tuple(variants), tuple(todo)  # speed: all timed; todo: recorded
+        self.owner: job_guard.Owner | None = None  # local jobs: the submitter they end with
 
     def __call__(self) -> int:
         """Returns the number of units it finished; an error becomes their failed shards."""
+        if self.owner is not None:
+            job_guard.watch_owner(self.owner)
         book = ShardBook(Path(self.run_dir))
         try:
             run_stage(self.stage, self.config, list(self.variants), list(self.todo), book)
@@ -93,6 +98,20 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
     ex = config.executor
     recorded: set[tuple[str, str, str]] = set()  # units folded by this call
     running = running_jobs(ex, book.run_dir)
+    live: list[Submitted] = []  # local jobs, killed if this process is interrupted
+    try:
+        _run_phases(config, groups, todo, book, running, recorded, live)
+    except BaseException:
+        for s in live if ex.kind == "local" else []:
+            if not s.handle.done():
+                job_guard.kill_job_tree(int(s.handle.job_id))
+        raise
+
+
+def _run_phases(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]],
+                todo: dict[str, list[Variant]], book: Book, running: dict[tuple[str, str, str], str],
+                recorded: set[tuple[str, str, str]], live: list[Submitted]) -> None:  # fmt: skip
+    ex = config.executor
     for phase in phases(config, groups, todo, str(book.run_dir)):
         for wave in waves(ex, phase):
             ids = [{running.get((v.model, v.name, j.stage)) for v in j.todo} for j in wave]
@@ -103,6 +122,7 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
                             + ", ".join(str(s.handle.job_id) for s in adopted))  # fmt: skip
             fresh = [j for j in wave if all(j is not s.job for s in adopted)]
             submitted = submit(ex, fresh, book.run_dir) if fresh else []
+            live += submitted
             if submitted:
                 first_ids = sorted({str(s.handle.job_id).split("_")[0] for s in submitted})
                 book.status(f"{len(fresh)} {ex.kind} job(s) submitted: {', '.join(first_ids)}")
@@ -116,8 +136,9 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPEN
 
 def running_jobs(ex: ExecutorConfig, run_dir: Path) -> dict[tuple[str, str, str], str]:
     """(model, variant, stage) -> job id, for units whose SLURM job from an earlier submission
-    is still queued or running (asked of sacct): a --resume waits for them instead of
-    submitting them twice. Local and debug jobs end with the process that submitted them."""
+    is still queued or running (asked of squeue, then sacct: a job submitted a moment ago may not
+    have reached accounting yet): a --resume waits for them instead of submitting them twice.
+    Local and debug jobs end with the process that submitted them."""
     if ex.kind != "slurm":
         return {}
     ledger = results.read_units(run_dir)
@@ -126,10 +147,9 @@ def running_jobs(ex: ExecutorConfig, run_dir: Path) -> dict[tuple[str, str, str]
         outcome = ledger.get(key)
         if job.get("executor") != "slurm" or (outcome and outcome.get("finished", "") >= job["submitted"]):
             continue
-        state = submitit.SlurmJob(run_dir / "submitit", job["job_id"]).state
-        if (state.split() or ["UNKNOWN"])[0] in ACTIVE:
-            out[key] = job["job_id"]
-    return out
+        out[key] = job["job_id"]
+    states = job_states(out.values())  # one question for all, not submitit's sacct alone
+    return {key: i for key, i in out.items() if states.get(i, "UNKNOWN") in ACTIVE}
 
 
 def waves(ex: ExecutorConfig, phase: list[UnitJob]) -> list[list[UnitJob]]:
@@ -168,6 +188,8 @@ def check_executor(ex: ExecutorConfig) -> None:
     if ex.kind == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
         raise SubmissionError("executor.kind = slurm, but sbatch/srun are not on PATH (not a SLURM "
                               "login node?); use --executor local or inline here")  # fmt: skip
+    if ex.kind == "slurm":
+        check_submission(ex)  # the cluster's own verdict on partition, account, GPUs: nothing submitted
 
 
 def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -> submitit.Executor:
@@ -201,12 +223,15 @@ def submit(ex: ExecutorConfig, jobs: list[UnitJob], run_dir: Path) -> list[Submi
         if not group:
             continue
         executor = executor_for(ex, folder, exclusive=exclusive)
+        for j in group if ex.kind == "local" else []:
+            j.owner = job_guard.this_process()
         try:
             if ex.kind == "slurm":
                 with executor.batch():  # one sbatch: a job array of len(group) tasks
                     handles = [executor.submit(j) for j in group]
-            else:
-                handles = [executor.submit(j) for j in group]
+            else:  # a Ctrl-C at the terminal is this process's, not the jobs' (they inherit SIG_IGN)
+                with _sigint_ignored():
+                    handles = [executor.submit(j) for j in group]
         except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as e:
             lines = str(e).strip().splitlines()
             raise SubmissionError(f"{ex.kind}: the jobs were not submitted ({lines[-1] if lines else type(e).__name__}); "
@@ -224,6 +249,9 @@ def wait(s: Submitted, book: Book, recorded: set[tuple[str, str, str]]) -> None:
     """Wait for one job, fold the shards it wrote, and fail (one line each) the units it left
     without an outcome: a job killed, out of memory, or cancelled writes no shard."""
     try:
+        lost = _until_done(s.handle) if isinstance(s.handle, submitit.SlurmJob) else None
+        if lost:
+            raise RuntimeError(lost)
         s.handle.result()
         why = "it wrote no result"
     except Exception as e:
@@ -235,6 +263,25 @@ def wait(s: Submitted, book: Book, recorded: set[tuple[str, str, str]]) -> None:
     if missing:
         book.fail(missing, s.job.stage, Failure("JobDied", f"job {s.handle.job_id}: {why}", ""))
         recorded |= {(v.model, v.name, s.job.stage) for v in missing}
+
+
+def _until_done(job: submitit.SlurmJob, grace_s: float = 10.0) -> str | None:
+    """Wait for a SLURM job as submitit's result() does, but return a reason instead of waiting
+    forever when SLURM lost the job: neither sacct nor slurmctld lists it (a task of a pending
+    job array that is cancelled gets no accounting record, and submitit keeps its last state)."""
+    missing_since: float | None = None
+    for tick in itertools.count():
+        if job.done():
+            return None
+        if tick % 5 == 4:  # submitit's cached state may be stale: ask both, now
+            if not job_known(job.job_id) and job.job_id not in job_states([job.job_id]):
+                missing_since = missing_since or time.time()
+                if time.time() - missing_since >= grace_s:
+                    return "SLURM has no record of it (cancelled before it started?)"
+            else:
+                missing_since = None
+        time.sleep(1.0)
+    return None
 
 
 def fold(book: Book) -> set[tuple[str, str, str]]:

@@ -25,6 +25,7 @@ from typing import Any
 from tlbench import files, results
 from tlbench.errors import ResultsError
 from tlbench.study import integrity, shards
+from tlbench.study.slurm import job_states
 from tlbench.study.sweep import STAGES, expand, impossible, stored_config
 
 NOT_STARTED = "not started"
@@ -42,6 +43,7 @@ class UnitStatus:
     reason: str | None  # skipped: why; failed: the one-line error
     log: str | None  # failed: the traceback's file, relative to the run
     job: str | None = None  # the id of the unit's latest job (executor runs)
+    job_state: str | None = None  # a running unit's SLURM job: its state from sacct (PENDING, RUNNING, ...)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,9 @@ def run_status(run_dir: str | Path) -> RunStatus:
     counted = Counter((r["model"], r["variant"], results.unit_stage(r["stage"])) for r in rows)
     lost = {(x.model, x.variant, x.stage): x for x in integrity.lost_units(run_dir, rows)}
     units = []
+    live = [j["job_id"] for k, j in jobs.items() if ledger is not None and j.get("executor") == "slurm"
+            and (ledger.get(k) or {}).get("finished", "") < j["submitted"]]  # fmt: skip
+    states = job_states(live)  # sacct, once for all the running units' jobs
     for v in expand(config):
         for stage in stages:
             key = (v.model, v.name, stage)
@@ -98,7 +103,7 @@ def run_status(run_dir: str | Path) -> RunStatus:
                 continue
             u, job = ledger.get(key), jobs.get(key)
             if job is not None and (u is None or u.get("finished", "") < job["submitted"]):
-                units.append(UnitStatus(*key, RUNNING, None, None, None, job["job_id"]))
+                units.append(UnitStatus(*key, RUNNING, None, None, None, job["job_id"], states.get(job["job_id"])))
             elif u is None:
                 units.append(UnitStatus(*key, NOT_STARTED, None, None, None))
             elif key in lost and key not in shard_done:
