@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tlbench.errors import ConfigError
+from tlbench.measure.roofline import Peaks, roofline_metrics
 from tlbench.throughput import (
+    EAGER_SUFFIX,
     TARGET_CI,
     Progress,
+    check_compile_mode,
     check_counts,
     parse_batch_size,
     resolve_device,
@@ -32,7 +36,15 @@ RECORD_KEYS = (
     "device_name", "dtype", "images_per_s", "latency_ms", "latency_ms_p10", "latency_ms_p90",
     "speedup", "speedup_low", "speedup_high", "speedup_reliable", "gflops", "flops_speedup",
     "efficiency", "compiled", "tf32", "attention", "attn_kernel", "threads", "rounds", "iters", "torch_version",
+    "compile_mode", "cuda_graphs", "channels_last",
+    # roofline (None with roofline=False): measure/roofline.py
+    "mfu", "achieved_tflops", "arith_intensity", "bytes_per_image", "peak_tflops", "peak_gbs",
+    "time_share_matmul", "time_share_attention", "time_share_other",
+    # compile_gain=True (else None): the same variant eager, timed in the same rounds
+    "eager_images_per_s", "eager_speedup", "eager_speedup_low", "eager_speedup_high",
+    "compile_gain", "compile_gain_low", "compile_gain_high",
 )  # fmt: skip
+ROOFLINE_KEYS = ("mfu", "achieved_tflops", "arith_intensity")  # from measure.roofline.roofline_metrics
 
 
 def bench_variants(
@@ -45,6 +57,11 @@ def bench_variants(
     batch_size: int | str = "auto",
     dtype: str = "float32",
     compile: bool = False,
+    compile_mode: str = "default",
+    cuda_graphs: bool = False,
+    channels_last: bool = False,
+    compile_gain: bool = False,
+    roofline: bool = True,
     device: str = "auto",
     rounds: int | None = None,
     warmup: int | None = None,
@@ -69,6 +86,11 @@ def bench_variants(
             timm's decay steps; CPU: 8).
         dtype: 'float32', or 'bfloat16' / 'float16' autocast.
         compile: time torch.compile'd models (counted eager, compiled afterwards).
+        compile_mode, cuda_graphs, channels_last: see `throughput.time_interleaved`; the same
+            for the baseline and every variant, recorded on every record.
+        compile_gain: with `compile`, also time every variant eager in the same rounds: records
+            get its eager img/s and speedup, and compile_gain = compiled / eager with its interval.
+        roofline: the device's roofs, bytes moved and time shares (measure/roofline.py) per record.
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         rounds, warmup, iters, threads, tf32: see `throughput.time_interleaved`; rounds=None
             adds rounds until every speedup interval is tight (target_ci, time_cap_s, max_rounds).
@@ -80,6 +102,9 @@ def bench_variants(
     """
     # validate cheap arguments before building anything
     resolve_device(device), resolve_dtype(dtype), parse_batch_size(batch_size)
+    check_compile_mode(compile_mode)
+    if compile_gain and not compile:
+        raise ConfigError("--compile-gain compares compiled with eager: it needs --compile")
     check_counts(rounds=rounds, iters=iters, warmup=warmup)
     from tlbench.flops import count_flops
     from tlbench.models import build_sharing, make_variants
@@ -105,6 +130,11 @@ def bench_variants(
         device=device,
         dtype=dtype,
         compile=compile,
+        compile_mode=compile_mode,
+        cuda_graphs=cuda_graphs,
+        channels_last=channels_last,
+        also_eager=compile_gain,
+        roofline=roofline,
         tf32=tf32,
         threads=threads,
         warmup=warmup,
@@ -137,5 +167,20 @@ def bench_variants(
             flops_speedup=flops_speedup,
             efficiency=speedup.value / flops_speedup,
         )
+        row.update({k: None for k in RECORD_KEYS if k not in row})
+        if t.peak_tflops is not None:
+            peaks = Peaks(t.peak_tflops, t.peak_gbs, t.dtype, 0)
+            metrics = roofline_metrics(t.images_per_s, gflops[v.name], t.bytes_at_batch, peaks)
+            row.update({k: metrics[k] for k in ROOFLINE_KEYS[:3]}, bytes_per_image=t.bytes_at_batch,
+                       peak_tflops=t.peak_tflops, peak_gbs=t.peak_gbs,
+                       time_share_matmul=t.time_share_matmul, time_share_attention=t.time_share_attention,
+                       time_share_other=t.time_share_other)  # fmt: skip
+        if compile_gain:
+            eager = timings[v.name + EAGER_SUFFIX]
+            gain = speedup_interval(eager, t)
+            eager_speedup = speedup_interval(timings["baseline" + EAGER_SUFFIX], eager)
+            row.update(eager_images_per_s=eager.images_per_s, eager_speedup=eager_speedup.value,
+                       eager_speedup_low=eager_speedup.low, eager_speedup_high=eager_speedup.high,
+                       compile_gain=gain.value, compile_gain_low=gain.low, compile_gain_high=gain.high)  # fmt: skip
         records.append({k: row[k] for k in RECORD_KEYS})
     return records

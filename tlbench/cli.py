@@ -290,9 +290,15 @@ def bench(
         help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8.",
     ),
     dtype: str = typer.Option(
-        "float32", help="float32 (TF32 off), or bfloat16 / float16 autocast."
+        "float32", help="float32 (TF32 off), bfloat16 / float16 autocast, or bfloat16-pure / float16-pure (weights and input cast)."
     ),
     compile_: bool = typer.Option(False, "--compile", help="Time torch.compile'd models."),
+    compile_mode: str = typer.Option("default", "--compile-mode", help="torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs."),
+    compile_gain: bool = typer.Option(False, "--compile-gain", help="With --compile, also time every variant eager in the same rounds: compiled / eager with its interval."),
+    cuda_graphs: bool = typer.Option(False, "--cuda-graphs", help="CUDA only: capture each forward as a CUDA graph and time replays."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="NHWC input and patch convolution."),
+    roofline: bool = typer.Option(True, "--roofline/--no-roofline", help="Measure the device's matmul peak and bandwidth, bytes moved and time shares (mfu, intensity, time_share_*)."),
+    figure: Path | None = typer.Option(None, "--figure", help="Write the roofline figure to FIGURE.png and FIGURE.pdf."),
     device: str = typer.Option("auto", help="auto (CUDA if present), cpu, cuda or cuda:N."),
     rounds: int | None = typer.Option(None, help="Timed rounds (default: adaptive: at least 5 on a CPU, 10 on CUDA, more until every speedup's 95% interval is within ±5% or --time-cap is spent)."),
     time_cap: float | None = typer.Option(None, "--time-cap", help="Seconds of adaptive timing at most (default 60)."),
@@ -313,21 +319,34 @@ def bench(
         with err_console.status("benchmarking") as status:
             records = bench_variants(
                 model, pos, toks, method=method, params=params, batch_size=batch_size, dtype=dtype, compile=compile_,
+                compile_mode=compile_mode, compile_gain=compile_gain, cuda_graphs=cuda_graphs,
+                channels_last=channels_last, roofline=roofline or figure is not None,
                 device=device, rounds=rounds, threads=threads, time_cap_s=time_cap,
                 progress=status.update,
             )  # fmt: skip
+        if figure is not None:
+            from tlbench.report.roofline import plot_roofline, points_from_records
+
+            plot_roofline(points_from_records(records), figure)
     r0 = records[0]
     table = Table(
         title=f"{r0['model']} on {r0['device_name']} ({r0['device']}, threads {r0['threads']}), "
         f"{r0['dtype']}, batch {r0['batch_size']}, {r0['rounds']} rounds"
-        + (", compiled" if r0["compiled"] else ""),
+        + (f", compiled ({r0['compile_mode']})" if r0["compiled"] else "")
+        + (", CUDA graphs" if r0["cuda_graphs"] else ""),
         caption="ms/batch: median over rounds ± half the p10–p90 spread. speedup: median per-round "
         "ratio to this run's baseline, with its 95% bootstrap interval; 'unreliable' when the "
         "interval is wider than ±10% (a busy machine: rerun, or use --threads 1). "
         "FLOPs×: baseline GFLOPs / variant GFLOPs. eff. = speedup / FLOPs×. attention: the "
-        "kernel(s) that ran (flash, efficient, cudnn, math: SDPA; unfused: explicit softmax(QK^T)V).",
+        "kernel(s) that ran (flash, efficient, cudnn, math: SDPA; unfused: explicit softmax(QK^T)V). "
+        "MFU: achieved FLOP/s (2 x MACs) / the matmul peak measured in this run; mm/attn/other: "
+        "shares of a profiled pass. compile×: compiled / eager img/s of the same variant (95% CI).",
     )
-    for col in ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention"):
+    roof, gain = r0["mfu"] is not None, r0["compile_gain"] is not None
+    cols = ["variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention"]
+    cols += ["MFU", "FLOP/B", "mm/attn/other"] if roof else []
+    cols += ["eager speedup", "compile×", "compile× CI"] if gain else []
+    for col in cols:
         table.add_column(col, justify="left" if col in ("model", "variant") else "right")
     for r in records:
         spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
@@ -337,6 +356,10 @@ def bench(
             f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
             ci if r["speedup_reliable"] or r["variant"] == "baseline" else f"{ci} unreliable",
             f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}", r["attn_kernel"],
+            *([f"{r['mfu']:.1%}", f"{r['arith_intensity']:.3g}",
+               f"{r['time_share_matmul']:.0%}/{r['time_share_attention']:.0%}/{r['time_share_other']:.0%}"] if roof else []),
+            *([f"{r['eager_speedup']:.2f}×", f"{r['compile_gain']:.2f}×",
+               f"{r['compile_gain_low']:.2f}–{r['compile_gain_high']:.2f}"] if gain else []),
         )  # fmt: skip
     emit_records(records, fmt, table)
 

@@ -71,8 +71,16 @@ class SpeedConfig:
     enabled: bool = True
     device: str = "auto"  # cuda if present, else cpu
     batch_size: int | str = "auto"  # 'auto': largest that fits on CUDA; 8 on CPU
-    dtype: str = "float32"  # or bfloat16 / float16 (autocast)
-    compile: bool = False
+    # float32; bfloat16 / float16: autocast (fp32 weights); bfloat16-pure / float16-pure: the
+    # weights and the input cast (no autocast), as timm's benchmark --precision bfloat16
+    dtype: str = "float32"
+    compile: bool = False  # torch.compile every model (inductor), baseline and variants alike
+    compile_mode: str = "default"  # or reduce-overhead, max-autotune, max-autotune-no-cudagraphs
+    cuda_graphs: bool = False  # CUDA only: capture each forward once, time replays (a CPU: off)
+    channels_last: bool = False  # NHWC input and patch convolution (timm's --channels-last)
+    # The device's matmul peak and bandwidth (once), each variant's bytes moved and a profiled
+    # pass: rows efficiency, mfu, arith_intensity, time_share_* ... and figures/roofline
+    roofline: bool = True
     rounds: int | None = None  # None: adaptive, until every speedup interval is tight or time is up
     time_cap_s: float | None = 10.0  # adaptive rounds stop after this much timing (None: 60 s)
 
@@ -329,8 +337,12 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("batch_size", f"must be a positive integer or 'auto', got {config.batch_size!r}")
         if isinstance(config.batch_size, int) and config.batch_size < 1:
             raise bad("batch_size", "must be positive")
-        if config.dtype not in ("float32", "bfloat16", "float16"):
-            raise bad("dtype", f"must be float32, bfloat16 or float16, got {config.dtype!r}")
+        from tlbench.throughput import COMPILE_MODES, DTYPES, PURE
+
+        if config.dtype not in (*DTYPES, *PURE):
+            raise bad("dtype", f"must be one of {', '.join([*DTYPES, *PURE])}, got {config.dtype!r}")
+        if config.compile_mode not in COMPILE_MODES:
+            raise bad("compile_mode", f"must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
     if isinstance(config, QualityConfig):
         for key in ("steps", "distill_steps", "batch_size", "seeds"):
             if getattr(config, key) < (0 if "steps" in key else 1):

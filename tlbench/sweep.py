@@ -233,6 +233,7 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
     of its own, never the end of the run."""
     from tlbench.maps import run_maps
     from tlbench.plots import plot_results
+    from tlbench.report.roofline import run_roofline
 
     df = results.load_results(run_dir)
     if df.empty:
@@ -242,6 +243,7 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
         ("figures", lambda: plot_results(df, run_dir / "figures", results.not_done(run_dir),
                                          adapt=results.adapt_mode(run_dir))),  # fmt: skip
         ("maps", lambda: run_maps(run_dir)),  # the trained TokenLearners' maps, from checkpoints
+        ("roofline", lambda: run_roofline(df, run_dir / "figures")),  # speed rows with roofline metrics
     ):
         try:
             written += make()
@@ -289,7 +291,8 @@ def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], bo
         models = build_sharing(timed, m.img_size)
         timings = time_interleaved(
             models, batch_size=s.batch_size, device=s.device, dtype=s.dtype, compile=s.compile,
-            rounds=s.rounds, time_cap_s=s.time_cap_s,
+            compile_mode=s.compile_mode, cuda_graphs=s.cuda_graphs, channels_last=s.channels_last,
+            roofline=s.roofline, rounds=s.rounds, time_cap_s=s.time_cap_s,
             reference="baseline" if "baseline" in models else None,
             progress=lambda text: book.status(f"speed: {text}"),
         )  # fmt: skip
@@ -304,7 +307,8 @@ def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], bo
     for v in todo:
         t = timings[v.name]
         extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype, attn_kernel=t.attn_kernel,
-                     host=t.host, gpu=t.gpu)  # where it was timed: a cluster's speed job names its node
+                     host=t.host, gpu=t.gpu,  # where it was timed: a cluster's speed job names its node
+                     compile=t.compile_mode or "eager", cuda_graphs=t.cuda_graphs)  # fmt: skip
         rows = [results.make_row(v, "speed", "throughput", t.images_per_s, **extra),
                 results.make_row(v, "speed", "latency_ms", t.latency_ms, **extra,
                                  ci_low=t.latency_ms_p10, ci_high=t.latency_ms_p90)]  # fmt: skip
@@ -312,6 +316,10 @@ def _speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], bo
             sp = Speedup(1.0, 1.0, 1.0, t.rounds, True) if v.is_baseline else speedup_interval(base, t)
             rows.append(results.make_row(v, "speed", "speedup", sp.value, **extra, ci_low=sp.low,
                                          ci_high=sp.high, reliable=sp.reliable))  # fmt: skip
+        if t.peak_tflops is not None:
+            from tlbench.measure.roofline import roofline_rows
+
+            rows += roofline_rows(v, t, timings, m.img_size, extra)
         book.done(v, "speed", rows)
 
 

@@ -42,6 +42,12 @@ from tlbench.speedup import speedup_interval as speedup_interval
 
 Progress = Callable[[str], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Pure low precision: weights and input cast, no autocast (timm benchmark.py's --precision
+# bfloat16): no per-op casts, half the weight traffic; autocast keeps fp32 weights and norms.
+PURE = {"bfloat16-pure": torch.bfloat16, "float16-pure": torch.float16}
+# torch.compile modes; reduce-overhead and max-autotune add CUDA graphs on CUDA (none on a CPU).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+EAGER_SUFFIX = "@eager"  # time_interleaved(also_eager=True): the eager twin of each compiled model
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class Timing:
     batch_size: int
     device: str  # 'cpu' or 'cuda'
     device_name: str  # CPU model or GPU name
-    dtype: str  # 'float32', or the autocast dtype
+    dtype: str  # 'float32', the autocast dtype, or '<dtype>-pure' (weights and input cast)
     compiled: bool
     tf32: bool  # TF32 matmuls on (CUDA only; always False on CPU)
     attention: str  # 'fused' (SDPA on every timm Attention module) or 'none' (no such module)
@@ -90,6 +96,24 @@ class Timing:
     attn_kernel: str = ""  # attention kernel(s) that ran: 'flash', 'math', 'unfused' (kernels.py)
     host: str = ""  # the machine (cluster node) that timed it
     gpu: str | None = None  # which GPU (device_slot); None on a CPU
+    compile_mode: str = ""  # torch.compile mode when compiled, else ''
+    cuda_graphs: bool = False  # the forward was captured once and replayed as a CUDA graph
+    channels_last: bool = False  # NHWC input and patch-embed weights
+    # roofline (time_interleaved(roofline=True); measure/roofline.py), else None:
+    peak_tflops: float | None = None  # the device's best matmul in the compute dtype, this run
+    peak_gbs: float | None = None  # its best copy bandwidth, GB/s
+    bytes_fixed: float | None = None  # bytes per pass that do not grow with the batch (weights)
+    bytes_per_image: float | None = None  # ... and per image; at batch B: fixed / B + per image
+    time_share_matmul: float | None = None  # of the timed latency, from one profiled pass
+    time_share_attention: float | None = None
+    time_share_other: float | None = None
+
+    @property
+    def bytes_at_batch(self) -> float | None:
+        """Bytes moved per image at this timing's batch size."""
+        if self.bytes_per_image is None or self.bytes_fixed is None:
+            return None
+        return self.bytes_fixed / self.batch_size + self.bytes_per_image
 
     def to_dict(self, rounds: bool = False) -> dict[str, Any]:
         """Flat dict; the per-round latencies only when asked."""
@@ -114,10 +138,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """'float32' (no autocast), 'bfloat16' or 'float16' (autocast)."""
-    if name not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}; got {name!r}")
-    return DTYPES[name]
+    """'float32' (no autocast), 'bfloat16' or 'float16' (autocast), or 'bfloat16-pure' /
+    'float16-pure' (weights and input in that dtype): the dtype the matmuls run in."""
+    if name not in DTYPES and name not in PURE:
+        raise ConfigError(f"--dtype must be one of {', '.join([*DTYPES, *PURE])}; got {name!r}")
+    return DTYPES.get(name) or PURE[name]
+
+
+def check_compile_mode(mode: str) -> str:
+    """One of COMPILE_MODES."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}; got {mode!r}")
+    return mode
 
 
 def parse_batch_size(value: int | str) -> int | str:
@@ -250,6 +282,11 @@ def time_interleaved(
     device: str = "auto",
     dtype: str = "float32",
     compile: bool = False,
+    compile_mode: str = "default",
+    cuda_graphs: bool = False,
+    channels_last: bool = False,
+    also_eager: bool = False,
+    roofline: bool = False,
     tf32: bool = False,
     threads: int | None = None,
     warmup: int | None = None,
@@ -276,8 +313,21 @@ def time_interleaved(
         batch_size: images per forward pass, or 'auto': the largest in timm's decay sequence from
             the device's schedule (1024 on CUDA, 8 on CPU) at which every model runs.
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-        dtype: 'float32' (no autocast; see `tf32`), 'bfloat16' or 'float16' (autocast).
+        dtype: 'float32' (no autocast; see `tf32`), 'bfloat16' or 'float16' (autocast: fp32
+            weights, per-op casts), 'bfloat16-pure' or 'float16-pure' (the models and the input
+            cast in place: pass models you do not need in float32 afterwards).
         compile: wrap each model in torch.compile (after the batch search, which runs eager).
+        compile_mode: torch.compile's mode (COMPILE_MODES), the same for every model.
+        cuda_graphs: CUDA only (ignored on a CPU, recorded False): after the warm-up, capture
+            each model's forward on the fixed input once and time graph replays. Applies to eager
+            and compiled models alike; every variant has static shapes.
+        channels_last: the input and the models in channels-last memory format (timm's
+            benchmark --channels-last; for a ViT it changes only the patch convolution).
+        also_eager: with `compile`, time each model twice in the same rounds, compiled under its
+            name and eager as name + EAGER_SUFFIX: what compile buys, with an interval.
+        roofline: also measure the device's matmul peak and copy bandwidth (once), each model's
+            bytes moved and, after timing, one profiled pass per model for its time shares
+            (measure/roofline.py); all of it untimed.
         tf32: allow TF32 matmuls on CUDA (torch's default is off; timm benchmark.py turns it on).
         threads: CPU threads (default: every core this process may use; on a machine shared with
             other jobs, 1 is often faster and steadier: OpenMP threads stall on a busy core).
@@ -294,6 +344,9 @@ def time_interleaved(
         name -> Timing, in the order of `models`.
     """
     dev, amp = resolve_device(device), resolve_dtype(dtype)
+    check_compile_mode(compile_mode)
+    pure = dtype in PURE
+    graphs = cuda_graphs and dev.type == "cuda"
     sched = SCHEDULES["cuda" if dev.type == "cuda" else "cpu"]
     warmup = sched.warmup if warmup is None else warmup
     iters = sched.iters if iters is None else iters
@@ -315,12 +368,25 @@ def time_interleaved(
     size = input_size or input_size_of(next(iter(models.values())))
     report = progress or (lambda _msg: None)
 
-    fused = {name: set_fused_attention(m.eval().to(dev)) for name, m in models.items()}
-    autocast = torch.autocast(dev.type, dtype=amp, enabled=amp != torch.float32)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in models.values():  # shared weights are cast once; the rest per model
+        m.eval().to(dev, dtype=amp if pure else None)
+        if channels_last:
+            m.to(memory_format=fmt)
+    fused = {name: set_fused_attention(m) for name, m in models.items()}
+    # the autocast weight-cast cache breaks CUDA graph capture (torch docs); off with graphs
+    autocast_on = amp != torch.float32 and not pure
+    autocast = torch.autocast(dev.type, dtype=amp, enabled=autocast_on,
+                              cache_enabled=False if graphs else None)  # fmt: skip
+
+    def make_input(b: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        x = torch.randn(b, *size, generator=gen).to(dev, dtype=amp if pure else torch.float32)
+        return x.contiguous(memory_format=fmt) if channels_last and x.dim() == 4 else x
+
     with _settings(dev, threads, tf32), torch.inference_mode(), autocast:
 
         def run_all(b: int) -> None:
-            x = torch.randn(b, *size, device=dev)
+            x = make_input(b)
             for m in models.values():
                 m(x)
             _sync(dev)
@@ -329,20 +395,38 @@ def time_interleaved(
             report(f"searching batch size from {sched.batch_size}")
             batch = find_batch_size(run_all, sched.batch_size)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, *size, generator=gen).to(dev)  # [B, C, (F,) H, W], never zeros
+        x = make_input(batch, gen)  # [B, C, (F,) H, W], never zeros
         report("checking attention kernels")  # one profiled pass each, eager, before any timing
         kernels = {name: kernel_label(attention_kernels(m, x)) for name, m in models.items()}
+        peaks, moved = None, {}
+        if roofline:
+            from tlbench.measure.roofline import bytes_moved, measure_peaks
+
+            report("measuring the device's matmul peak and bandwidth")
+            peaks = measure_peaks(dev, amp)
+            for name, m in models.items():
+                report(f"counting the bytes {name} moves")
+                moved[name] = bytes_moved(m, x, amp if autocast_on else None)
         if compile:  # one recompile per variant of the shared forward code; keep all of them
+            torch._dynamo.reset()  # as timm's benchmark: nothing compiled earlier is reused
             cfg = torch._dynamo.config
             if hasattr(cfg, "recompile_limit"):  # `cache_size_limit` before torch 2.7
                 cfg.recompile_limit = max(cfg.recompile_limit, 8 + 2 * len(models))
-        runs = {n: torch.compile(m) if compile else m for n, m in models.items()}
+        runs: dict[str, Callable[[torch.Tensor], object]] = {}
+        for n, m in models.items():
+            runs[n] = torch.compile(m, mode=compile_mode) if compile else m
+            if compile and also_eager:
+                runs[n + EAGER_SUFFIX] = m
+        compiled_names = {n for n in models if compile}
 
         for name, m in runs.items():
-            report(f"warm-up {name}" + (" (compiling)" if compile else ""))
+            report(f"warm-up {name}" + (" (compiling)" if name in compiled_names else ""))
             for _ in range(warmup):
                 m(x)
         _sync(dev)
+        if graphs:
+            report("capturing CUDA graphs")
+            runs = {name: _graphed(m, x) for name, m in runs.items()}
         times: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)
 
@@ -377,6 +461,14 @@ def time_interleaved(
                 if spent >= time_cap_s:
                     break
 
+        shares = {}
+        if roofline:
+            from tlbench.measure.roofline import time_breakdown
+
+            for name, m in runs.items():
+                report(f"profiling {name}")
+                shares[name] = time_breakdown(m, x)
+
     common: dict[str, Any] = {
         "batch_size": batch,
         "device": dev.type,
@@ -384,7 +476,8 @@ def time_interleaved(
         "host": socket.gethostname(),
         "gpu": device_slot(dev),
         "dtype": dtype,
-        "compiled": compile,
+        "cuda_graphs": graphs,
+        "channels_last": channels_last,
         "tf32": tf32 and dev.type == "cuda",
         "torch_version": torch.__version__,
         "threads": threads,
@@ -395,17 +488,52 @@ def time_interleaved(
     out = {}
     for name, ms in times.items():
         p10, med, p90 = (float(v) for v in np.percentile(ms, [10, 50, 90]))
+        base = name.removesuffix(EAGER_SUFFIX) if name not in models else name
+        roof: dict[str, Any] = {}
+        if roofline and peaks is not None:
+            share = shares[name]
+            roof = dict(peak_tflops=peaks.tflops, peak_gbs=peaks.gbs, bytes_fixed=moved[base][0],
+                        bytes_per_image=moved[base][1], time_share_matmul=share.matmul,
+                        time_share_attention=share.attention, time_share_other=share.other)  # fmt: skip
         out[name] = Timing(
             images_per_s=batch * 1e3 / med,
             latency_ms=med,
             latency_ms_p10=p10,
             latency_ms_p90=p90,
-            attention="fused" if fused[name] else "none",
+            attention="fused" if fused[base] else "none",
             round_ms=tuple(ms),
-            attn_kernel=kernels[name],
+            attn_kernel=kernels[base],
+            compiled=name in compiled_names,
+            compile_mode=compile_mode if name in compiled_names else "",
             **common,
+            **roof,
         )
     return out
+
+
+def _graphed(
+    run: Callable[[torch.Tensor], object], x: torch.Tensor
+) -> Callable[[torch.Tensor], object]:
+    """`run(x)` captured once as a CUDA graph; the returned callable replays it (the input is the
+    same fixed tensor in every call, so the captured addresses stay valid). Warm-up on a side
+    stream first, as torch.cuda.graphs asks."""
+    stream = torch.cuda.Stream(device=x.device)
+    stream.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            run(x)
+    torch.cuda.current_stream(x.device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run(x)
+
+    def replay(inp: torch.Tensor) -> object:
+        if inp is not x:
+            raise ValueError("a captured CUDA graph replays on the tensor it was captured with")
+        graph.replay()
+        return out
+
+    return replay
 
 
 def measure_throughput(model: nn.Module, **kwargs: Any) -> Timing:

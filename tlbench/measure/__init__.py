@@ -1,0 +1,1 @@
+"""Measurement: FLOPs, throughput, bench, roofline, cost."""
