@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -101,6 +102,12 @@ def measure_peaks(device: torch.device, dtype: torch.dtype, n: int | None = None
                  dtype=str(dtype).removeprefix("torch."), matmul_n=n)  # fmt: skip
 
 
+def best_peaks(a: Peaks, b: Peaks) -> Peaks:
+    """The higher roof of two measurements (before and after the timing: a shared machine's load
+    can only lower a measured peak)."""
+    return Peaks(max(a.tflops, b.tflops), max(a.gbs, b.gbs), a.dtype, a.matmul_n)
+
+
 def _nbytes(t: torch.Tensor) -> int:
     """Bytes a kernel touches reading `t`: its elements, but no more than its storage holds (an
     expanded bias is read once)."""
@@ -172,38 +179,48 @@ def classify(name: str) -> str:
 
 
 def time_breakdown(
-    run: Callable[[torch.Tensor], object], x: torch.Tensor, passes: int = 3
+    run: Callable[[torch.Tensor], object], x: torch.Tensor, passes: int = 5
 ) -> Breakdown:
-    """Shares of matmul, attention and the rest in a profiled run of `passes` forward passes of
-    `run` (the timed callable: compiled, graphed or eager; several passes, since one pass of a
-    small model on a shared CPU is mostly noise). On CUDA the kernels' device time counts; on a CPU each op's self
-    time. The pass's wall time is the whole, so launch gaps and Python overhead land in `other`.
-    (Not the timed median: on a shared machine one slow round would turn every share into
-    `other`.)"""
+    """Shares of matmul, attention and the rest of a forward pass of `run` (the timed callable:
+    compiled, graphed or eager), from `passes` profiled passes: the median over passes of each
+    category's time and of the pass's wall time (on a shared machine a pre-emption lands in
+    whichever op was running; the median drops it). On CUDA the kernels' device time counts; on
+    a CPU each op's self time. The wall time is the whole, so launch gaps and Python overhead
+    land in `other`."""
     from tlbench.kernels import _quiet_native_stderr
 
     device = x.device
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    _sync(device)
-    with _quiet_native_stderr(), torch.profiler.profile(activities=activities) as prof:
-        t0 = time.perf_counter()
-        for _ in range(passes):
-            run(x)
+    samples = []  # (matmul us, attention us, wall us) per pass
+    for _ in range(passes):
         _sync(device)
-        wall_us = (time.perf_counter() - t0) * 1e6
-    spent = {"matmul": 0.0, "attention": 0.0, "other": 0.0}  # microseconds
-    with _quiet_native_stderr():
-        events = list(prof.events())
-    for evt in events:
-        if device.type == "cuda":
-            if _is_kernel(evt):
-                spent[classify(evt.name)] += evt.time_range.elapsed_us()
-        elif evt.device_type == torch.autograd.DeviceType.CPU:
-            spent[classify(evt.name)] += evt.self_cpu_time_total
-    whole = max(wall_us, spent["matmul"] + spent["attention"], 1e-9)
-    mm, attn = spent["matmul"] / whole, spent["attention"] / whole
+        with _quiet_native_stderr(), torch.profiler.profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            run(x)
+            _sync(device)
+            wall_us = (time.perf_counter() - t0) * 1e6
+        with _quiet_native_stderr():
+            events = list(prof.events())
+        spent = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
+        for evt in events:
+            if device.type == "cuda":
+                if _is_kernel(evt):
+                    spent[classify(evt.name)] += evt.time_range.elapsed_us()
+            elif evt.device_type == torch.autograd.DeviceType.CPU:
+                spent[classify(evt.name)] += evt.self_cpu_time_total
+        samples.append(
+            (
+                spent["matmul"],
+                spent["attention"],
+                max(wall_us, spent["matmul"] + spent["attention"]),
+            )
+        )
+    mm, attn, wall = (float(v) for v in np.median(np.array(samples), axis=0))
+    mm, attn = mm / max(wall, 1e-9), attn / max(wall, 1e-9)
+    if mm + attn > 1:  # medians of different passes: renormalise
+        mm, attn = mm / (mm + attn), attn / (mm + attn)
     return Breakdown(matmul=mm, attention=attn, other=max(0.0, 1.0 - mm - attn))
 
 
