@@ -28,7 +28,8 @@
 # and carry that folder, or carry wheels in .whl/; the script picks either up.
 #
 # Env: PYTHON (default python3), OUT, TOTAL_S, PEAK_TFLOPS (override the spec peak), BATCH
-# (default auto), COMPILE_MODE, THREADS, TIME_CAP (adaptive timing per step, default 20 s).
+# (default auto), COMPILE_MODE, THREADS, TIME_CAP (adaptive timing per step, default 20 s),
+# STEPS (a space-separated subset of the steps, default all four).
 # Dry run of the whole script on a CPU (minutes: inductor compiles C++):
 #   PYTHON=.venv/bin/python DEVICE=cpu MODEL=tiny THREADS=1 BATCH=8 OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -86,6 +87,7 @@ common=(--model "$MODEL" --batch-size "${BATCH:-auto}" --device "$DEVICE" --time
 failed=0
 step() {  # step NAME SHARE_S ARGS...: one bench, cut at min(SHARE_S, time left before the deadline)
   local name=$1 share=$2; shift 2
+  case " ${STEPS:-eager_bf16 compiled_pure tome graphs} " in *" $name "*) ;; *) return ;; esac
   local left=$((deadline - SECONDS))
   local limit=$((share < left ? share : left))
   if [ "$limit" -lt 15 ]; then
