@@ -182,12 +182,12 @@ def time_breakdown(
     run: Callable[[torch.Tensor], object], x: torch.Tensor, passes: int = 5
 ) -> Breakdown:
     """Shares of matmul, attention and the rest of a forward pass of `run` (the timed callable:
-    compiled, graphed or eager), from `passes` profiled passes: the least time of each category
-    and the least wall time over the passes. On a shared machine a pre-emption only ever adds
-    time, and lands in whichever op was running; the minimum is the estimate that drops it (a
-    median would keep it in the wall time of nearly every pass but in one category's rarely,
-    biasing that share low). On CUDA the kernels' device time counts; on a CPU each op's self
-    time. The wall time is the whole, so launch gaps and Python overhead land in `other`."""
+    compiled, graphed or eager), summed over `passes` profiled passes. On a shared machine a
+    pre-emption lands in whichever op was running, with a chance proportional to its duration, so
+    sums stay unbiased (a minimum or median per category is not: on a busy CPU every pass's wall
+    time holds pre-emptions while one category's least time may hold none). On CUDA the kernels'
+    device time counts; on a CPU each op's self time. The wall time is the whole, so launch gaps
+    and Python overhead land in `other`."""
     from tlbench.kernels import _quiet_native_stderr
 
     device = x.device
@@ -218,10 +218,8 @@ def time_breakdown(
                 max(wall_us, spent["matmul"] + spent["attention"]),
             )
         )
-    mm, attn, wall = (float(v) for v in np.min(np.array(samples), axis=0))
+    mm, attn, wall = (float(v) for v in np.sum(np.array(samples), axis=0))
     mm, attn = mm / max(wall, 1e-9), attn / max(wall, 1e-9)
-    if mm + attn > 1:  # medians of different passes: renormalise
-        mm, attn = mm / (mm + attn), attn / (mm + attn)
     return Breakdown(matmul=mm, attention=attn, other=max(0.0, 1.0 - mm - attn))
 
 
