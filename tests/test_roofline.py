@@ -107,6 +107,14 @@ def test_pure_bf16_timing_records_dtype_roofline_and_casts_the_weights() -> None
     assert out["p0.5-s4"].bytes_per_image < out["baseline"].bytes_per_image
 
 
+def test_cuda_graphs_twice_is_refused() -> None:
+    models = build_sharing(make_variants("tiny", [0.5], [4]))
+    with pytest.raises(ConfigError, match="captures CUDA graphs itself"):
+        time_interleaved(
+            models, device="cpu", compile=True, compile_mode="reduce-overhead", cuda_graphs=True
+        )
+
+
 def test_cuda_graphs_are_recorded_off_on_a_cpu() -> None:
     models = build_sharing(make_variants("tiny", [0.5], [4]))
     out = time_interleaved(

@@ -345,6 +345,9 @@ def time_interleaved(
     """
     dev, amp = resolve_device(device), resolve_dtype(dtype)
     check_compile_mode(compile_mode)
+    if cuda_graphs and compile and compile_mode in ("reduce-overhead", "max-autotune"):
+        raise ConfigError(f"compile mode {compile_mode} captures CUDA graphs itself: drop --cuda-graphs, "
+                          "or use mode default or max-autotune-no-cudagraphs")  # fmt: skip
     pure = dtype in PURE
     graphs = cuda_graphs and dev.type == "cuda"
     sched = SCHEDULES["cuda" if dev.type == "cuda" else "cpu"]
