@@ -265,8 +265,14 @@ def bench(
     method: str = typer.Option(DEFAULT_METHOD, "--method", help=METHOD_HELP),
     param: list[str] = typer.Option([], "--param", help=PARAM_HELP),
     batch_size: str = typer.Option(str(S.batch_size), help="Images per forward pass, or 'auto': CUDA, largest that fits from 1024 down; CPU, 8."),
-    dtype: str = typer.Option(S.dtype, help="float32 (TF32 off), or bfloat16 / float16 autocast."),
+    dtype: str = typer.Option(S.dtype, help="float32 (TF32 off), bfloat16 / float16 autocast, or bfloat16-pure / float16-pure (weights and input cast)."),
     compile_: bool = typer.Option(S.compile, "--compile", help="Time torch.compile'd models."),
+    compile_mode: str = typer.Option(S.compile_mode, "--compile-mode", help="torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs."),
+    compile_gain: bool = typer.Option(False, "--compile-gain", help="With --compile, also time every variant eager in the same rounds: compiled / eager with its interval."),
+    cuda_graphs: bool = typer.Option(S.cuda_graphs, "--cuda-graphs", help="CUDA only: capture each forward as a CUDA graph and time replays."),
+    channels_last: bool = typer.Option(S.channels_last, "--channels-last", help="NHWC input and patch convolution."),
+    roofline: bool = typer.Option(S.roofline, "--roofline/--no-roofline", help="Measure the device's matmul peak and bandwidth, bytes moved and time shares (mfu, intensity, time_share_*)."),
+    figure: Path | None = typer.Option(None, "--figure", help="Write the roofline figure to FIGURE.png and FIGURE.pdf."),
     device: str = typer.Option(S.device, help="auto (CUDA if present), cpu, cuda or cuda:N."),
     rounds: int | None = typer.Option(S.rounds, help="Timed rounds (default: adaptive: at least 5 on a CPU, 10 on CUDA, more until every speedup's 95% interval is within ±5% or --time-cap is spent)."),
     time_cap: float | None = typer.Option(S.time_cap_s, "--time-cap", help="Seconds of adaptive timing at most."),
@@ -285,12 +291,17 @@ def bench(
         if time_cap is not None and not time_cap > 0:
             raise ConfigError(f"--time-cap must be a positive number of seconds; got {time_cap}")
         from tlbench.measure.bench import bench_variants
+        from tlbench.report.roofline import plot_roofline, points_from_records
 
         with err_console.status("benchmarking") as status:
-            speed = SpeedConfig(device=device, batch_size=batch_size, dtype=dtype, compile=compile_, rounds=rounds,
-                                time_cap_s=time_cap, threads=threads)  # fmt: skip
+            speed = SpeedConfig(device=device, batch_size=batch_size, dtype=dtype, compile=compile_,
+                                compile_mode=compile_mode, cuda_graphs=cuda_graphs, channels_last=channels_last,
+                                roofline=roofline or figure is not None, rounds=rounds, time_cap_s=time_cap,
+                                threads=threads)  # fmt: skip
             records = bench_variants(model, pos, toks, method=method, params=params, speed=speed,
-                                     progress=status.update)  # fmt: skip
+                                     compile_gain=compile_gain, progress=status.update)  # fmt: skip
+        if figure is not None:
+            plot_roofline(points_from_records(records), figure)
     table = tables.bench_grid(records).rich()
     emit_records(records, fmt, table)
 

@@ -18,6 +18,10 @@ from typing import Any
 
 from tlbench.errors import ConfigError
 
+# speed.dtype: float32, autocast, or "pure" (weights and input cast, no autocast); speed.compile_mode
+SPEED_DTYPES = ("float32", "bfloat16", "float16", "bfloat16-pure", "float16-pure")
+# torch.compile modes; reduce-overhead and max-autotune add CUDA graphs on CUDA (none on a CPU).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a sweep's name is a folder under --out
 
 if sys.version_info >= (3, 11):
@@ -75,8 +79,16 @@ class SpeedConfig:
     enabled: bool = True
     device: str = "auto"  # cuda if present, else cpu
     batch_size: int | str = "auto"  # 'auto': largest that fits on CUDA; 8 on CPU
-    dtype: str = "float32"  # or bfloat16 / float16 (autocast)
-    compile: bool = False
+    # float32; bfloat16 / float16: autocast (fp32 weights); bfloat16-pure / float16-pure: the
+    # weights and the input cast (no autocast), as timm's benchmark --precision bfloat16
+    dtype: str = "float32"
+    compile: bool = False  # torch.compile every model (inductor), baseline and variants alike
+    compile_mode: str = "default"  # or reduce-overhead, max-autotune, max-autotune-no-cudagraphs
+    cuda_graphs: bool = False  # CUDA only: capture each forward once, time replays (a CPU: off)
+    channels_last: bool = False  # NHWC input and patch convolution (timm's --channels-last)
+    # The device's matmul peak and bandwidth (once), each variant's bytes moved and a profiled
+    # pass: rows efficiency, mfu, arith_intensity, time_share_* ... and figures/roofline
+    roofline: bool = True
     rounds: int | None = None  # None: adaptive, until every speedup interval is tight or time is up
     time_cap_s: float | None = 10.0  # adaptive rounds stop after this much timing (None: the device's, 60 s)
     warmup: int | None = None  # passes per model before timing (None: the device's schedule)
@@ -321,6 +333,7 @@ def _validate(config: Any, where: str, prefix: str) -> None:
         if config.version not in ("1.1", "1.0"):
             raise bad("version", f"must be '1.1' or '1.0', got {config.version!r}")
 
+
         from tlbench.reducers import (
             REDUCERS,  # the registry imports torch: only when a grid is read
         )
@@ -342,8 +355,11 @@ def _validate(config: Any, where: str, prefix: str) -> None:
             raise bad("batch_size", f"must be a positive integer or 'auto', got {config.batch_size!r}")
         if isinstance(config.batch_size, int) and config.batch_size < 1:
             raise bad("batch_size", "must be positive")
-        if config.dtype not in ("float32", "bfloat16", "float16"):
-            raise bad("dtype", f"must be float32, bfloat16 or float16, got {config.dtype!r}")
+
+        if config.dtype not in SPEED_DTYPES:
+            raise bad("dtype", f"must be one of {', '.join(SPEED_DTYPES)}, got {config.dtype!r}")
+        if config.compile_mode not in COMPILE_MODES:
+            raise bad("compile_mode", f"must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
     if isinstance(config, QualityConfig):
         for key in ("steps", "distill_steps", "batch_size", "seeds"):
             if getattr(config, key) < (0 if "steps" in key else 1):

@@ -36,6 +36,16 @@ METRICS: dict[str, str] = {
     "throughput": "img/s",
     "latency_ms": "ms",  # median per batch
     "speedup": "x",  # throughput / baseline throughput, timed interleaved in the same run
+    # roofline (measure/roofline.py), speed stage: FLOPs = 2 x analytic MACs
+    "efficiency": "x",  # speedup / FLOP-implied speedup (1: every saved FLOP saved time)
+    "mfu": "frac",  # achieved FLOP/s / this run's measured matmul peak (same device, dtype)
+    "achieved_tflops": "TFLOP/s",
+    "arith_intensity": "FLOP/B",  # FLOPs / bytes an eager pass moves, per image at the batch
+    "peak_tflops": "TFLOP/s",  # the roofs, measured once per run on the device
+    "peak_gbs": "GB/s",
+    "time_share_matmul": "frac",  # of one profiled run's wall time
+    "time_share_attention": "frac",
+    "time_share_other": "frac",
     "fewshot_acc": "acc",  # fraction in [0, 1]
     "teacher_agreement": "acc",  # distilled variants: top-1 agreement with the baseline (teacher)
     "teacher_cosine": "cos",  # and mean cosine of the pre-logits, on held-out training-set images

@@ -17,8 +17,11 @@ from tlbench.config import GridConfig, SpeedConfig
 from tlbench.core import DEFAULT_METHOD
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import count_flops
+from tlbench.measure.roofline import Peaks, roofline_metrics
 from tlbench.measure.throughput import (
+    EAGER_SUFFIX,
     Progress,
+    check_compile_mode,
     check_counts,
     input_size_of,
     parse_batch_size,
@@ -35,7 +38,15 @@ RECORD_KEYS = (
     "device_name", "dtype", "images_per_s", "latency_ms", "latency_ms_p10", "latency_ms_p90",
     "speedup", "speedup_low", "speedup_high", "speedup_reliable", "gflops", "flops_speedup",
     "efficiency", "compiled", "tf32", "attention", "attn_kernel", "threads", "rounds", "iters", "torch_version",
+    "compile_mode", "cuda_graphs", "channels_last",
+    # roofline (None with roofline=False): measure/roofline.py
+    "mfu", "achieved_tflops", "arith_intensity", "bytes_per_image", "peak_tflops", "peak_gbs",
+    "time_share_matmul", "time_share_attention", "time_share_other",
+    # compile_gain=True (else None): the same variant eager, timed in the same rounds
+    "eager_images_per_s", "eager_speedup", "eager_speedup_low", "eager_speedup_high",
+    "compile_gain", "compile_gain_low", "compile_gain_high",
 )  # fmt: skip
+ROOFLINE_KEYS = ("mfu", "achieved_tflops", "arith_intensity")  # from measure.roofline.roofline_metrics
 
 
 def bench_variants(
@@ -45,6 +56,7 @@ def bench_variants(
     *,
     method: str = DEFAULT_METHOD,
     params: Mapping[str, int | Sequence[int]] | None = None,
+    compile_gain: bool = False,
     img_size: int | None = None,
     speed: SpeedConfig | None = None,
     progress: Progress | None = None,
@@ -58,6 +70,8 @@ def bench_variants(
         tokens: token counts S (default: the sweep grid's, 8).
         method: the token reduction method (tlbench.reducers; default TokenLearner).
         params: the method's parameters, a value or a list (a grid) per name (tome_r: r).
+        compile_gain: with `speed.compile`, also time every variant eager in the same rounds: records
+            get its eager img/s and speedup, and compile_gain = compiled / eager with its interval.
         img_size: input resolution (default: the model's).
         speed: the timing settings, whole (config.SpeedConfig); `knobs` replace its fields.
         progress: called with a short status line before each stage.
@@ -72,6 +86,9 @@ def bench_variants(
         raise ConfigError(f"unknown speed setting in {sorted(knobs)}; known: {known}") from None
     # validate cheap arguments before building anything
     resolve_device(speed.device), resolve_dtype(speed.dtype), parse_batch_size(speed.batch_size)
+    check_compile_mode(speed.compile_mode)
+    if compile_gain and not speed.compile:
+        raise ConfigError("--compile-gain compares compiled with eager: it needs --compile")
     check_counts(rounds=speed.rounds, iters=speed.iters, warmup=speed.warmup)
     grid = GridConfig()
     report = progress or (lambda _msg: None)
@@ -87,7 +104,8 @@ def bench_variants(
     base = models["baseline"]
 
     size = input_size_of(base)
-    timings = time_interleaved(models, speed, input_size=size, reference="baseline", progress=progress)
+    timings = time_interleaved(models, speed, input_size=size, also_eager=compile_gain, reference="baseline",
+                               progress=progress)  # fmt: skip
     ref, ref_gflops = timings["baseline"], gflops["baseline"]
     records = []
     for v in variants:
@@ -109,5 +127,20 @@ def bench_variants(
             flops_speedup=flops_speedup,
             efficiency=speedup.value / flops_speedup,
         )
+        row.update({k: None for k in RECORD_KEYS if k not in row})
+        if t.peak_tflops is not None:
+            peaks = Peaks(t.peak_tflops, t.peak_gbs, t.dtype, 0)
+            metrics = roofline_metrics(t.images_per_s, gflops[v.name], t.bytes_at_batch, peaks)
+            row.update({k: metrics[k] for k in ROOFLINE_KEYS[:3]}, bytes_per_image=t.bytes_at_batch,
+                       peak_tflops=t.peak_tflops, peak_gbs=t.peak_gbs,
+                       time_share_matmul=t.time_share_matmul, time_share_attention=t.time_share_attention,
+                       time_share_other=t.time_share_other)  # fmt: skip
+        if compile_gain:
+            eager = timings[v.name + EAGER_SUFFIX]
+            gain = speedup_interval(eager, t)
+            eager_speedup = speedup_interval(timings["baseline" + EAGER_SUFFIX], eager)
+            row.update(eager_images_per_s=eager.images_per_s, eager_speedup=eager_speedup.value,
+                       eager_speedup_low=eager_speedup.low, eager_speedup_high=eager_speedup.high,
+                       compile_gain=gain.value, compile_gain_low=gain.low, compile_gain_high=gain.high)  # fmt: skip
         records.append({k: row[k] for k in RECORD_KEYS})
     return records

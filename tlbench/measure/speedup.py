@@ -25,7 +25,7 @@ class Timing:
     batch_size: int
     device: str  # 'cpu' or 'cuda'
     device_name: str  # CPU model or GPU name
-    dtype: str  # 'float32', or the autocast dtype
+    dtype: str  # 'float32', the autocast dtype, or '<dtype>-pure' (weights and input cast)
     compiled: bool
     tf32: bool  # TF32 matmuls on (CUDA only; always False on CPU)
     attention: str  # 'fused' (SDPA on every timm Attention module) or 'none' (no such module)
@@ -38,6 +38,24 @@ class Timing:
     attn_kernel: str = ""  # attention kernel(s) that ran: 'flash', 'math', 'unfused' (kernels.py)
     host: str = ""  # the machine (cluster node) that timed it
     gpu: str | None = None  # which GPU (device_slot); None on a CPU
+    compile_mode: str = ""  # torch.compile mode when compiled, else ''
+    cuda_graphs: bool = False  # the forward was captured once and replayed as a CUDA graph
+    channels_last: bool = False  # NHWC input and patch-embed weights
+    # roofline (time_interleaved(roofline=True); measure/roofline.py), else None:
+    peak_tflops: float | None = None  # the device's best matmul in the compute dtype, this run
+    peak_gbs: float | None = None  # its best copy bandwidth, GB/s
+    bytes_fixed: float | None = None  # bytes per pass that do not grow with the batch (weights)
+    bytes_per_image: float | None = None  # ... and per image; at batch B: fixed / B + per image
+    time_share_matmul: float | None = None  # of the timed latency, from one profiled pass
+    time_share_attention: float | None = None
+    time_share_other: float | None = None
+
+    @property
+    def bytes_at_batch(self) -> float | None:
+        """Bytes moved per image at this timing's batch size."""
+        if self.bytes_per_image is None or self.bytes_fixed is None:
+            return None
+        return self.bytes_fixed / self.batch_size + self.bytes_per_image
 
     def to_dict(self, rounds: bool = False) -> dict[str, Any]:
         """Flat dict; the per-round latencies only when asked."""

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.config import SpeedConfig
+from tlbench.config import COMPILE_MODES, SpeedConfig
 from tlbench.errors import ConfigError
 from tlbench.measure.kernels import attention_kernels, kernel_label
+from tlbench.measure.roofline import best_peaks, bytes_moved, measure_peaks, time_breakdown
 
 # re-exported: the speedup statistics lived here, and callers import them from this module
 from tlbench.measure.speedup import UNRELIABLE as UNRELIABLE
@@ -44,6 +45,10 @@ from tlbench.measure.speedup import speedup_interval as speedup_interval
 
 Progress = Callable[[str], None]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Pure low precision: weights and input cast, no autocast (timm benchmark.py's --precision
+# bfloat16): no per-op casts, half the weight traffic; autocast keeps fp32 weights and norms.
+PURE = {"bfloat16-pure": torch.bfloat16, "float16-pure": torch.float16}
+EAGER_SUFFIX = "@eager"  # time_interleaved(also_eager=True): the eager twin of each compiled model
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """'float32' (no autocast), 'bfloat16' or 'float16' (autocast)."""
-    if name not in DTYPES:
-        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}; got {name!r}")
-    return DTYPES[name]
+    """'float32' (no autocast), 'bfloat16' or 'float16' (autocast), or 'bfloat16-pure' /
+    'float16-pure' (weights and input in that dtype): the dtype the matmuls run in."""
+    if name not in DTYPES and name not in PURE:
+        raise ConfigError(f"--dtype must be one of {', '.join([*DTYPES, *PURE])}; got {name!r}")
+    return DTYPES.get(name) or PURE[name]
+
+
+def check_compile_mode(mode: str) -> str:
+    """One of COMPILE_MODES."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}; got {mode!r}")
+    return mode
 
 
 def parse_batch_size(value: int | str) -> int | str:
@@ -216,6 +229,7 @@ def time_interleaved(
     speed: SpeedConfig | None = None,
     *,
     input_size: tuple[int, ...] | None = None,
+    also_eager: bool = False,
     reference: str | None = None,
     progress: Progress | None = None,
     **knobs: Any,
@@ -236,6 +250,12 @@ def time_interleaved(
             rounds=None adds rounds until every speedup against `reference` has a relative CI
             half-width <= target_ci, or time_cap_s or max_rounds is reached.
         input_size: (C, H, W); default from the first model's patch embedding.
+        also_eager: with `speed.compile`, time each model twice in the same rounds, compiled under
+            its name and eager as name + EAGER_SUFFIX: what compile buys, with an interval.
+            (The record's other new fields: `compile_mode`, the same for every model; `dtype`
+            '<dtype>-pure' casts the models and the input in place; `cuda_graphs`, CUDA only,
+            captures each forward once and times replays; `channels_last`; `roofline` measures
+            the device's matmul peak and bandwidth, each model's bytes moved and time shares.)
         reference: the model speedups are taken against (default: the first).
         progress: called with a short status line before each stage.
 
@@ -251,7 +271,14 @@ def time_interleaved(
     device, dtype, compile, tf32, threads = s.device, s.dtype, s.compile, s.tf32, s.threads
     warmup, rounds, iters, target_ci = s.warmup, s.rounds, s.iters, s.target_ci
     time_cap_s, max_rounds, batch_size = s.time_cap_s, s.max_rounds, s.batch_size
+    compile_mode, cuda_graphs, channels_last, roofline = s.compile_mode, s.cuda_graphs, s.channels_last, s.roofline
     dev, amp = resolve_device(device), resolve_dtype(dtype)
+    check_compile_mode(compile_mode)
+    if cuda_graphs and compile and compile_mode in ("reduce-overhead", "max-autotune"):
+        raise ConfigError(f"compile mode {compile_mode} captures CUDA graphs itself: drop --cuda-graphs, "
+                          "or use mode default or max-autotune-no-cudagraphs")  # fmt: skip
+    pure = dtype in PURE
+    graphs = cuda_graphs and dev.type == "cuda"
     sched = SCHEDULES["cuda" if dev.type == "cuda" else "cpu"]
     warmup = sched.warmup if warmup is None else warmup
     iters = sched.iters if iters is None else iters
@@ -273,12 +300,25 @@ def time_interleaved(
     size = input_size or input_size_of(next(iter(models.values())))
     report = progress or (lambda _msg: None)
 
-    fused = {name: set_fused_attention(m.eval().to(dev)) for name, m in models.items()}
-    autocast = torch.autocast(dev.type, dtype=amp, enabled=amp != torch.float32)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in models.values():  # shared weights are cast once; the rest per model
+        m.eval().to(dev, dtype=amp if pure else None)
+        if channels_last:
+            m.to(memory_format=fmt)
+    fused = {name: set_fused_attention(m) for name, m in models.items()}
+    # the autocast weight-cast cache breaks CUDA graph capture (torch docs); off with graphs
+    autocast_on = amp != torch.float32 and not pure
+    autocast = torch.autocast(dev.type, dtype=amp, enabled=autocast_on,
+                              cache_enabled=False if graphs else None)  # fmt: skip
+
+    def make_input(b: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        x = torch.randn(b, *size, generator=gen).to(dev, dtype=amp if pure else torch.float32)
+        return x.contiguous(memory_format=fmt) if channels_last and x.dim() == 4 else x
+
     with _settings(dev, threads, tf32), torch.inference_mode(), autocast:
 
         def run_all(b: int) -> None:
-            x = torch.randn(b, *size, device=dev)
+            x = make_input(b)
             for m in models.values():
                 m(x)
             _sync(dev)
@@ -287,20 +327,37 @@ def time_interleaved(
             report(f"searching batch size from {sched.batch_size}")
             batch = find_batch_size(run_all, sched.batch_size)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(batch, *size, generator=gen).to(dev)  # [B, C, (F,) H, W], never zeros
+        x = make_input(batch, gen)  # [B, C, (F,) H, W], never zeros
         report("checking attention kernels")  # one profiled pass each, eager, before any timing
         kernels = {name: kernel_label(attention_kernels(m, x)) for name, m in models.items()}
+        peaks, moved = None, {}
+        if roofline:
+
+            report("measuring the device's matmul peak and bandwidth")  # before and after timing
+            peaks = measure_peaks(dev, amp)
+            for name, m in models.items():
+                report(f"counting the bytes {name} moves")
+                moved[name] = bytes_moved(m, x, amp if autocast_on else None)
         if compile:  # one recompile per variant of the shared forward code; keep all of them
+            torch._dynamo.reset()  # as timm's benchmark: nothing compiled earlier is reused
             cfg = torch._dynamo.config
             if hasattr(cfg, "recompile_limit"):  # `cache_size_limit` before torch 2.7
                 cfg.recompile_limit = max(cfg.recompile_limit, 8 + 2 * len(models))
-        runs = {n: torch.compile(m) if compile else m for n, m in models.items()}
+        runs: dict[str, Callable[[torch.Tensor], object]] = {}
+        for n, m in models.items():
+            runs[n] = torch.compile(m, mode=compile_mode) if compile else m
+            if compile and also_eager:
+                runs[n + EAGER_SUFFIX] = m
+        compiled_names = {n for n in models if compile}
 
         for name, m in runs.items():
-            report(f"warm-up {name}" + (" (compiling)" if compile else ""))
+            report(f"warm-up {name}" + (" (compiling)" if name in compiled_names else ""))
             for _ in range(warmup):
                 m(x)
         _sync(dev)
+        if graphs:
+            report("capturing CUDA graphs")
+            runs = {name: _graphed(m, x) for name, m in runs.items()}
         times: dict[str, list[float]] = {name: [] for name in runs}
         names = list(runs)
 
@@ -335,6 +392,15 @@ def time_interleaved(
                 if spent >= time_cap_s:
                     break
 
+        shares = {}
+        if roofline and peaks is not None:
+
+            report("measuring the device's matmul peak and bandwidth again")
+            peaks = best_peaks(peaks, measure_peaks(dev, amp))
+            for name, m in runs.items():
+                report(f"profiling {name}")
+                shares[name] = time_breakdown(m, x)
+
     common: dict[str, Any] = {
         "batch_size": batch,
         "device": dev.type,
@@ -342,7 +408,8 @@ def time_interleaved(
         "host": socket.gethostname(),
         "gpu": device_slot(dev),
         "dtype": dtype,
-        "compiled": compile,
+        "cuda_graphs": graphs,
+        "channels_last": channels_last,
         "tf32": tf32 and dev.type == "cuda",
         "torch_version": torch.__version__,
         "threads": threads,
@@ -353,17 +420,52 @@ def time_interleaved(
     out = {}
     for name, ms in times.items():
         p10, med, p90 = (float(v) for v in np.percentile(ms, [10, 50, 90]))
+        base = name.removesuffix(EAGER_SUFFIX) if name not in models else name
+        roof: dict[str, Any] = {}
+        if roofline and peaks is not None:
+            share = shares[name]
+            roof = dict(peak_tflops=peaks.tflops, peak_gbs=peaks.gbs, bytes_fixed=moved[base][0],
+                        bytes_per_image=moved[base][1], time_share_matmul=share.matmul,
+                        time_share_attention=share.attention, time_share_other=share.other)  # fmt: skip
         out[name] = Timing(
             images_per_s=batch * 1e3 / med,
             latency_ms=med,
             latency_ms_p10=p10,
             latency_ms_p90=p90,
-            attention="fused" if fused[name] else "none",
+            attention="fused" if fused[base] else "none",
             round_ms=tuple(ms),
-            attn_kernel=kernels[name],
+            attn_kernel=kernels[base],
+            compiled=name in compiled_names,
+            compile_mode=compile_mode if name in compiled_names else "",
             **common,
+            **roof,
         )
     return out
+
+
+def _graphed(
+    run: Callable[[torch.Tensor], object], x: torch.Tensor
+) -> Callable[[torch.Tensor], object]:
+    """`run(x)` captured once as a CUDA graph; the returned callable replays it (the input is the
+    same fixed tensor in every call, so the captured addresses stay valid). Warm-up on a side
+    stream first, as torch.cuda.graphs asks."""
+    stream = torch.cuda.Stream(device=x.device)
+    stream.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            run(x)
+    torch.cuda.current_stream(x.device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run(x)
+
+    def replay(inp: torch.Tensor) -> object:
+        if inp is not x:
+            raise ValueError("a captured CUDA graph replays on the tensor it was captured with")
+        graph.replay()
+        return out
+
+    return replay
 
 
 def measure_throughput(model: nn.Module, **kwargs: Any) -> Timing:

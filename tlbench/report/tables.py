@@ -78,24 +78,37 @@ BENCH_CAPTION = (
     "run's baseline, with its 95% bootstrap interval; 'unreliable' when the interval is wider than "
     "±10% (a busy machine: rerun, or use --threads 1). FLOPs×: baseline GFLOPs / variant GFLOPs. "
     "eff. = speedup / FLOPs×. attention: the kernel(s) that ran (flash, efficient, cudnn, math: SDPA; "
-    "unfused: explicit softmax(QK^T)V)."
+    "unfused: explicit softmax(QK^T)V). MFU: achieved FLOP/s (2 x MACs) / the matmul peak measured in "
+    "this run; mm/attn/other: shares of a profiled pass. compile×: compiled / eager img/s of the same "
+    "variant (95% CI)."
 )
 
 
 def bench_grid(records: list[dict[str, Any]]) -> Grid:
     r0 = records[0]
     title = (f"{r0['model']} on {r0['device_name']} ({r0['device']}, threads {r0['threads']}), {r0['dtype']}, "
-             f"batch {r0['batch_size']}, {r0['rounds']} rounds" + (", compiled" if r0["compiled"] else ""))  # fmt: skip
+             f"batch {r0['batch_size']}, {r0['rounds']} rounds"
+             + (f", compiled ({r0['compile_mode']})" if r0["compiled"] else "")
+             + (", CUDA graphs" if r0.get("cuda_graphs") else ""))  # fmt: skip
+    roof, gain = r0.get("mfu") is not None, r0.get("compile_gain") is not None
+    heads = ["variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention"]
+    heads += ["MFU", "FLOP/B", "mm/attn/other"] if roof else []
+    heads += ["eager speedup", "compile×", "compile× CI"] if gain else []
     rows = []
     for r in records:
         spread = (r["latency_ms_p90"] - r["latency_ms_p10"]) / 2 / r["latency_ms"]
         ci = f"{r['speedup_low']:.2f}–{r['speedup_high']:.2f}"
-        rows.append((r["variant"], fmt(r["block_index"]), f"{r['images_per_s']:.4g}",
-                     f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
-                     ci if r["speedup_reliable"] or r["variant"] == "baseline" else f"{ci} unreliable",
-                     f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}", r["attn_kernel"]))  # fmt: skip
-    heads = ("variant", "block", "img/s", "ms/batch", "GFLOPs", "speedup", "95% CI", "FLOPs×", "eff.", "attention")
-    return Grid(title, heads, rows, caption=BENCH_CAPTION)
+        rows.append((
+            r["variant"], fmt(r["block_index"]), f"{r['images_per_s']:.4g}",
+            f"{r['latency_ms']:.4g} ±{spread:.0%}", f"{r['gflops']:.4g}", f"{r['speedup']:.2f}×",
+            ci if r["speedup_reliable"] or r["variant"] == "baseline" else f"{ci} unreliable",
+            f"{r['flops_speedup']:.2f}×", f"{r['efficiency']:.2f}", r["attn_kernel"],
+            *([f"{r['mfu']:.1%}", f"{r['arith_intensity']:.3g}",
+               f"{r['time_share_matmul']:.0%}/{r['time_share_attention']:.0%}/{r['time_share_other']:.0%}"] if roof else []),
+            *([f"{r['eager_speedup']:.2f}×", f"{r['compile_gain']:.2f}×",
+               f"{r['compile_gain_low']:.2f}–{r['compile_gain_high']:.2f}"] if gain else []),
+        ))  # fmt: skip
+    return Grid(title, tuple(heads), rows, caption=BENCH_CAPTION)
 
 
 def summary_grid(df: pd.DataFrame, units: dict | None = None) -> Grid:

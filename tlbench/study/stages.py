@@ -20,6 +20,7 @@ from tlbench.config import SweepConfig
 from tlbench.core import Variant
 from tlbench.errors import TLBenchError
 from tlbench.measure.flops import analytic_flops, variant_flops
+from tlbench.measure.roofline import roofline_rows
 from tlbench.measure.throughput import Speedup, resolve_device, speedup_interval, time_interleaved
 from tlbench.quality.probe import (
     adapt_steps,
@@ -135,7 +136,8 @@ def speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], boo
     for v in todo:
         t = timings[v.name]
         extra = dict(batch_size=t.batch_size, device=t.device_name, dtype=t.dtype, attn_kernel=t.attn_kernel,
-                     host=t.host, gpu=t.gpu)  # where it was timed: a cluster's speed job names its node
+                     host=t.host, gpu=t.gpu,  # where it was timed: a cluster's speed job names its node
+                     compile=t.compile_mode or "eager", cuda_graphs=t.cuda_graphs)  # fmt: skip
         rows = [results.make_row(v, "speed", "throughput", t.images_per_s, **extra),
                 results.make_row(v, "speed", "latency_ms", t.latency_ms, **extra,
                                  ci_low=t.latency_ms_p10, ci_high=t.latency_ms_p90)]  # fmt: skip
@@ -143,6 +145,9 @@ def speed(config: SweepConfig, variants: list[Variant], todo: list[Variant], boo
             sp = Speedup(1.0, 1.0, 1.0, t.rounds, True) if v.is_baseline else speedup_interval(base, t)
             rows.append(results.make_row(v, "speed", "speedup", sp.value, **extra, ci_low=sp.low,
                                          ci_high=sp.high, reliable=sp.reliable))  # fmt: skip
+        if t.peak_tflops is not None:
+
+            rows += roofline_rows(v, t, timings, m.img_size, extra)
         book.done(v, "speed", rows)
 
 

@@ -27,6 +27,7 @@ from tlbench.reducers import get_reducer
 from tlbench.report.html import write_report
 from tlbench.report.maps import run_maps
 from tlbench.report.plots import plot_results
+from tlbench.report.roofline import run_roofline
 from tlbench.study import integrity, shards
 from tlbench.study.executors import check_executor, run_jobs
 from tlbench.study.manifest import manifest_for, run_id
@@ -234,6 +235,7 @@ def draw(run_dir: Path, book: Book | None = None) -> tuple[Path, ...]:
         ("figures", lambda: plot_results(df, run_dir / "figures", results.not_done(run_dir),
                                          adapt=results.adapt_mode(run_dir))),  # fmt: skip
         ("maps", lambda: run_maps(run_dir)),  # the trained TokenLearners' maps, from checkpoints
+        ("roofline", lambda: run_roofline(df, run_dir / "figures")),  # speed rows with roofline metrics
         ("report", report),  # last: it embeds the maps drawn above
     ):
         try:
