@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from tlbench.errors import ConfigError
+from tlbench.measure import parts
+from tlbench.measure.parts import Arch
 from tlbench.reducers import DEFAULT_METHOD, REDUCERS, check_params, get_reducer
 from tlbench.support import (
     NO_INIT,
@@ -138,6 +140,9 @@ class ModelInfo:
     # `tubelet` frames; an image is one time step of one frame, so these stay 1 for images.
     time_steps: int = 1
     tubelet: int = 1
+    # Per-part structure for the analytic count (norm_pre, block kinds, final norm); None means
+    # a plain pre-norm LayerNorm ViT of the widths above (tlbench.measure.parts.standard_arch).
+    arch: Arch | None = None
 
     @property
     def spatial_patches(self) -> int:
@@ -256,19 +261,18 @@ def _create(
         if name in REPATCHED:  # the stock model's weights, resampled by timm to the new patch
             stock, args["patch_size"] = REPATCHED[name]
         try:
-            model = timm.create_model(stock, pretrained=pretrained, **args)
-        except (
-            RuntimeError,
-            OSError,
-            ValueError,
-            TypeError,
-        ) as e:  # no network, bad kwargs, missing weights
+            try:
+                model = timm.create_model(stock, pretrained=pretrained, **args)
+            except AssertionError as e:  # timm asserts on head args: distilled DeiTs read 2 tokens
+                if "distilled" not in str(e):
+                    raise ConfigError(f"{name} cannot take tlbench's average-pool head: {_first_line(e)}") from None
+                from tlbench.backbones.distilled import with_average_pool
+
+                token_args = {**args, "global_pool": "token"}
+                model = with_average_pool(timm.create_model(stock, pretrained=pretrained, **token_args))
+        except (RuntimeError, OSError, ValueError, TypeError) as e:  # no network, bad kwargs, missing weights
             what = "load pretrained weights for" if pretrained else "build"
             raise ConfigError(f"could not {what} {name}: {_first_line(e)}") from None
-        except AssertionError as e:  # timm asserts on head args: distilled DeiTs read 2 tokens
-            raise ConfigError(
-                f"{name} cannot take tlbench's average-pool head: {_first_line(e)}"
-            ) from None
     if not isinstance(model, VisionTransformer):
         raise ConfigError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
     if getattr(model, "pool_include_prefix", False):  # e.g. test_vit3: keep the head convention
@@ -318,8 +322,8 @@ def model_info(name: str, img_size: int | None = None, frames: int | None = None
         name=resolved,
         depth=len(m.blocks),
         embed_dim=m.embed_dim,
-        num_heads=m.blocks[0].attn.num_heads,
-        mlp_hidden=m.blocks[0].mlp.fc1.out_features,
+        num_heads=parts.num_heads(m.blocks[0]),
+        mlp_hidden=parts.mlp_hidden(m.blocks[0]),
         patch_size=patch[0],
         img_size=tuple(size),
         in_chans=m.patch_embed.proj.in_channels,
@@ -329,6 +333,7 @@ def model_info(name: str, img_size: int | None = None, frames: int | None = None
         class_token=m.cls_token is not None,
         time_steps=getattr(m.patch_embed, "time_steps", 1),
         tubelet=getattr(m.patch_embed, "tubelet", 1),
+        arch=parts.vit_arch(m),
     )
 
 

@@ -115,6 +115,9 @@ def in_block_check(method: str, info: ModelInfo, variant: Variant) -> None:
             f"{method} acts inside block k; p={variant.position} maps to k = {info.depth}, after the "
             f"last block; use p < {(info.depth - 0.5) / info.depth:.4g}"
         )
+    blocks = info.arch.blocks[variant.block_index:] if info.arch is not None else ()
+    if why := next((b.in_block for b in blocks if b.in_block), None):
+        raise ConfigError(f"{method} acts between a block's attention and its MLP; on {info.name} it cannot: {why}")
 
 
 def in_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> TokenSchedule:

@@ -1,0 +1,1 @@
+"""Model families tlbench builds beyond the plain timm VisionTransformer."""

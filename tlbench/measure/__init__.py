@@ -1,0 +1,1 @@
+"""Measuring compute: FLOP counts and their per-part analytic cross-check."""
