@@ -46,7 +46,11 @@ class BlockParts:
 
     def macs(self, a: int, f: int, norms: bool = True) -> int:
         n = 1 if norms else 0
-        return a * (self.attn_linear + n * self.attn_norm) + a * a * self.attn_pairs + f * (self.mlp_linear + n * self.mlp_norm)
+        return (
+            a * (self.attn_linear + n * self.attn_norm)
+            + a * a * self.attn_pairs
+            + f * (self.mlp_linear + n * self.mlp_norm)
+        )
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,9 @@ def block_parts(block: nn.Module) -> BlockParts:
         m_lin, m_norm = mlp_parts(block.mlp)
         why = None
         if type(block) is ResPostBlock:
-            why = "its blocks are post-norm (ResPostBlock); tlbench's in-block attention is pre-norm"
+            why = (
+                "its blocks are post-norm (ResPostBlock); tlbench's in-block attention is pre-norm"
+            )
         elif type(block.attn) is not Attention:
             why = f"its {type(block.attn).__name__} has two attention maps; the score and ToMe's keys assume one"
         elif block.attn.gate is not None:
@@ -197,10 +203,16 @@ def block_parts(block: nn.Module) -> BlockParts:
         diff = type(block) is DiffParallelScalingBlock
         dim = block.in_norm.normalized_shape[0]
         rows = (2 if diff else 1) * block.num_heads
-        norms = norm_macs(block.in_norm) + norm_macs(block.q_norm, rows) + norm_macs(block.k_norm, rows)
+        norms = (
+            norm_macs(block.in_norm) + norm_macs(block.q_norm, rows) + norm_macs(block.k_norm, rows)
+        )
         if diff:
             norms += norm_macs(block.sub_norm, block.num_heads)
-        outs = (block.out_proj,) if block.out_proj is not None else (block.attn_out_proj, block.mlp_out_proj)
+        outs = (
+            (block.out_proj,)
+            if block.out_proj is not None
+            else (block.attn_out_proj, block.mlp_out_proj)
+        )
         pairs = (3 if diff and block.fused_attn else 2) * dim
         why = f"its attention and MLP run in parallel on the same tokens ({kind})"
         return BlockParts(kind, linear_macs(block.in_proj, *outs), norms, pairs, 0, 0, why)
@@ -210,4 +222,6 @@ def block_parts(block: nn.Module) -> BlockParts:
 def vit_arch(model: nn.Module) -> Arch:
     """The Arch of a (meta-built) timm VisionTransformer; UnsupportedPart if a part has no formula."""
     blocks = tuple(block_parts(b) for b in model.blocks)
-    return Arch(norm_cost(model.norm_pre), blocks, norm_cost(model.norm), norm_cost(model.patch_embed.norm))
+    return Arch(
+        norm_cost(model.norm_pre), blocks, norm_cost(model.norm), norm_cost(model.patch_embed.norm)
+    )
