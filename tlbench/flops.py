@@ -45,6 +45,10 @@ ZERO_COST_OPS: dict[str, str] = {
     "aten::softmax": "attention and v1.1 spatial softmax (a few ops per element)",
     "aten::mean": "global average pool (one add per element)",
     "aten::sum": "reduction (one add per element)",
+    "aten::neg": "RoPE's rotation of q and k (element-wise)",
+    "aten::sin": "RoPE table from the grid's coordinates (element-wise, once per forward)",
+    "aten::cos": "RoPE table from the grid's coordinates (element-wise, once per forward)",
+    "aten::meshgrid": "RoPE's grid coordinates (no arithmetic)",
     "aten::exp": "DiffAttention's lambda, from 2 or 4 head-dim vectors (element-wise)",
 }
 
@@ -166,6 +170,8 @@ class _Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.vit
+        if hasattr(v, "stem"):  # a backbone other than VisionTransformer (tlbench.backbones.eva)
+            return v.stem(x)
         return v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
 
 

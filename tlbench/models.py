@@ -236,6 +236,8 @@ def _create(
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
+    from tlbench.backbones import eva
+
     if name in VIDEO_MODELS:
         source = _image_source(name) if pretrained else None  # first: the hub may be out of reach
         model = create_video(name, img_size=img_size, frames=frames, num_classes=num_classes, **kw)
@@ -258,6 +260,9 @@ def _create(
         if img_size is not None:
             args["img_size"] = img_size
         stock = name
+        if name in eva.eva_names():  # timm's Eva names its fc_norm switch differently
+            args["use_fc_norm"] = args.pop("fc_norm")
+            args.pop("weight_init", None)  # Eva has no switch to skip its init
         if name in REPATCHED:  # the stock model's weights, resampled by timm to the new patch
             stock, args["patch_size"] = REPATCHED[name]
         try:
@@ -273,7 +278,9 @@ def _create(
         except (RuntimeError, OSError, ValueError, TypeError) as e:  # no network, bad kwargs, missing weights
             what = "load pretrained weights for" if pretrained else "build"
             raise ConfigError(f"could not {what} {name}: {_first_line(e)}") from None
-    if not isinstance(model, VisionTransformer):
+    if isinstance(model, eva.Eva):
+        model = eva.adapt(model)
+    elif not isinstance(model, VisionTransformer):
         raise ConfigError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
     if getattr(model, "pool_include_prefix", False):  # e.g. test_vit3: keep the head convention
         model.pool_include_prefix = False
@@ -545,6 +552,8 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
         raise ConfigError(f"checkpoint file not found: {path}")
     try:
         raw = load_state_dict(str(path))
+        if type(model).__name__ == "TLEva":  # timm's Eva checkpoints have their own key mapping
+            from timm.models.eva import checkpoint_filter_fn
         state = raw if is_video(model) else checkpoint_filter_fn(raw, model)
     except Exception as e:  # a corrupt or foreign file: say which, in one line
         raise ConfigError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from None

@@ -32,10 +32,12 @@ def vit_names() -> tuple[str, ...]:
 
 @functools.cache
 def _timm_vit_names() -> tuple[str, ...]:
-    """Every model of timm's vision_transformer and deit modules, supported or not."""
+    """Every model of timm's vision_transformer, deit and eva modules, supported or not."""
     import timm
 
-    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit"))
+    from tlbench.backbones.eva import eva_names
+
+    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit")) + eva_names()
 
 
 @functools.cache
@@ -49,7 +51,10 @@ def _probe_reason(name: str) -> str | None:
 
     try:
         with torch.device("meta"):
-            m = _create(name, img_size=None, pretrained=False, num_classes=1000, depth=1, **NO_INIT)
+            try:
+                m = _create(name, img_size=None, pretrained=False, num_classes=1000, depth=1, **NO_INIT)
+            except ConfigError:  # per-block settings (sapiens2's num_kv_heads) need the full depth
+                m = _create(name, img_size=None, pretrained=False, num_classes=1000, **NO_INIT)
     except ConfigError as e:
         return str(e)
     reason = unsupported_reason(m)
@@ -67,13 +72,17 @@ def unsupported_reason(model: nn.Module) -> str | None:
     from timm.layers import PatchEmbed
     from timm.models.vision_transformer import VisionTransformer
 
+    from tlbench.backbones import eva
     from tlbench.measure.parts import UnsupportedPart, vit_arch
     from tlbench.video import TubeletEmbed
 
-    if not isinstance(model, VisionTransformer) or (
+    if type(model) is eva.TLEva:
+        if reason := eva.unsupported_reason(model):
+            return reason
+    elif not isinstance(model, VisionTransformer) or (
         type(model) is not VisionTransformer and type(model).__name__ != "AvgPoolDistilled"
     ):
-        return f"is a {type(model).__name__}, not a plain VisionTransformer"
+        return f"is a {type(model).__name__}, not a plain VisionTransformer or Eva"
     try:
         vit_arch(model)
     except UnsupportedPart as e:

@@ -120,6 +120,12 @@ def attention_parts(attn: nn.Module) -> tuple[int, int, int]:
         norms = (norm_macs(attn.q_norm, rows) + norm_macs(attn.k_norm, rows)
                  + norm_macs(attn.sub_norm, attn.num_heads) + norm_macs(attn.norm))  # fmt: skip
         return linear_macs(attn.qkv, attn.proj), norms, (3 if attn.fused_attn else 2) * dim
+    if type(attn).__name__ == "EvaAttention":  # timm.models.eva; RoPE is element-wise (zero)
+        rows = attn.num_heads
+        attn_dim = attn.proj.in_features
+        norms = norm_macs(attn.q_norm, rows) + norm_macs(attn.k_norm, rows) + norm_macs(attn.norm)
+        lin = linear_macs(attn.qkv, attn.q_proj, attn.k_proj, attn.v_proj, attn.gate, attn.proj)
+        return lin, norms, 2 * attn_dim
     raise UnsupportedPart(f"uses {type(attn).__name__}, an attention tlbench has no count for")
 
 
@@ -187,6 +193,12 @@ def block_parts(block: nn.Module) -> BlockParts:
             why = "its attention output is gated; tlbench's in-block attention has no gate"
         return BlockParts(kind, a_lin, a_norm + norm_macs(block.norm1), pairs, m_lin,
                           m_norm + norm_macs(block.norm2), why)  # fmt: skip
+    if kind in ("EvaBlock", "EvaBlockPostNorm"):  # timm.models.eva (backbones/eva.py)
+        a_lin, a_norm, pairs = attention_parts(block.attn)
+        m_lin, m_norm = mlp_parts(block.mlp)
+        why = "its EvaAttention (RoPE by grid position, q/v biases) is not the Attention they reimplement"
+        return BlockParts(kind, a_lin, a_norm + norm_macs(block.norm1), pairs, m_lin,
+                          m_norm + norm_macs(block.norm2), why)  # fmt: skip
     if type(block) is ParallelThingsBlock:
         a_lin = a_norm = pairs = m_lin = m_norm = 0
         for branch in block.attns:
@@ -220,7 +232,7 @@ def block_parts(block: nn.Module) -> BlockParts:
 
 
 def vit_arch(model: nn.Module) -> Arch:
-    """The Arch of a (meta-built) timm VisionTransformer; UnsupportedPart if a part has no formula."""
+    """The Arch of a (meta-built) timm VisionTransformer or Eva; UnsupportedPart if a part has no formula."""
     blocks = tuple(block_parts(b) for b in model.blocks)
     return Arch(
         norm_cost(model.norm_pre), blocks, norm_cost(model.norm), norm_cost(model.patch_embed.norm)
