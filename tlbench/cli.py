@@ -119,7 +119,6 @@ def models(
         REPATCHED,
         VIDEO_MODELS,
         model_info,
-        vit_names,
     )
 
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
@@ -131,12 +130,14 @@ def models(
                       str(i.num_heads), str(i.patch_size), str(i.img_size[0]),
                       f"{i.num_patches}+{i.num_prefix_tokens}")  # fmt: skip
     console.print(table)
-    names = vit_names()
-    if all_timm:
-        console.print("\n".join(names))
-    else:
-        console.print(f"{len(names)} timm VisionTransformer models are accepted by name "
-                      "(`tlbench models --all` lists them).")  # fmt: skip
+    from tlbench.support import coverage
+
+    for cls, (names, refused) in coverage().items():
+        if all_timm:
+            console.print(f"\n[bold]{cls}[/bold]: {len(names)} accepted", *names, sep="\n")
+            console.print(*(f"refused: {why.split(';')[0]}" for why in refused.values()), sep="\n")
+        console.print(f"timm {cls}: {len(names)} of {len(names) + len(refused)} names accepted"
+                      + ("" if all_timm else " (`tlbench models --all` lists them)"))  # fmt: skip
 
 
 @app.command()

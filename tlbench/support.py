@@ -40,15 +40,37 @@ def _timm_vit_names() -> tuple[str, ...]:
     return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit")) + eva_names()
 
 
-@functools.cache
 def _probe_reason(name: str) -> str | None:
-    """Why `name` is refused (one line), or None; from a one-block meta build without init.
+    """Why `name` is refused (one line), or None (see _probe)."""
+    return _probe(name)[1]
+
+
+def coverage() -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+    """Per timm class (VisionTransformer, VisionTransformerDistilled, Eva): the names tlbench
+    accepts and the refused ones with their one-line reasons."""
+    out: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for name in _timm_vit_names():
+        cls, reason = _probe(name)
+        ok, refused = out.setdefault(cls, ([], {}))
+        if reason:
+            refused[name] = reason
+        else:
+            ok.append(name)
+    return {cls: (tuple(ok), refused) for cls, (ok, refused) in out.items()}
+
+
+@functools.cache
+def _probe(name: str) -> tuple[str, str | None]:
+    """`name`'s timm class and why it is refused (one line) or None; from a one-block meta build
+    without init.
 
     Blocks of a timm ViT all have one class, so one block tells; skipping depth and weight
     init makes the check ~100x cheaper (all names: ~0.5 s instead of ~50 s).
     """
+    from tlbench.backbones.eva import eva_names
     from tlbench.models import _create  # models imports this module at the top
 
+    timm_class = "Eva" if name in eva_names() else "VisionTransformer"
     try:
         with torch.device("meta"):
             try:
@@ -56,9 +78,11 @@ def _probe_reason(name: str) -> str | None:
             except ConfigError:  # per-block settings (sapiens2's num_kv_heads) need the full depth
                 m = _create(name, img_size=None, pretrained=False, num_classes=1000, **NO_INIT)
     except ConfigError as e:
-        return str(e)
+        return timm_class, str(e)
+    if type(m).__name__ == "AvgPoolDistilled":
+        timm_class = "VisionTransformerDistilled"
     reason = unsupported_reason(m)
-    return f"{name} {reason}; {SUPPORTED}" if reason else None
+    return timm_class, f"{name} {reason}; {SUPPORTED}" if reason else None
 
 
 def unsupported_reason(model: nn.Module) -> str | None:

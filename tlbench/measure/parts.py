@@ -126,6 +126,10 @@ def attention_parts(attn: nn.Module) -> tuple[int, int, int]:
         norms = norm_macs(attn.q_norm, rows) + norm_macs(attn.k_norm, rows) + norm_macs(attn.norm)
         lin = linear_macs(attn.qkv, attn.q_proj, attn.k_proj, attn.v_proj, attn.gate, attn.proj)
         return lin, norms, 2 * attn_dim
+    if type(attn).__name__ == "AttentionRope":  # timm.layers; K/V may have fewer heads (GQA)
+        norms = norm_macs(attn.q_norm, attn.num_heads) + norm_macs(attn.k_norm, attn.num_kv_heads)
+        lin = linear_macs(attn.qkv, attn.q_proj, attn.k_proj, attn.v_proj, attn.gate, attn.proj)
+        return lin, norms + norm_macs(attn.norm), 2 * attn.attn_dim  # K/V repeated to every head
     raise UnsupportedPart(f"uses {type(attn).__name__}, an attention tlbench has no count for")
 
 
@@ -196,7 +200,7 @@ def block_parts(block: nn.Module) -> BlockParts:
     if kind in ("EvaBlock", "EvaBlockPostNorm"):  # timm.models.eva (backbones/eva.py)
         a_lin, a_norm, pairs = attention_parts(block.attn)
         m_lin, m_norm = mlp_parts(block.mlp)
-        why = "its EvaAttention (RoPE by grid position, q/v biases) is not the Attention they reimplement"
+        why = f"its {type(block.attn).__name__} (RoPE by grid position) is not the Attention they reimplement"
         return BlockParts(kind, a_lin, a_norm + norm_macs(block.norm1), pairs, m_lin,
                           m_norm + norm_macs(block.norm2), why)  # fmt: skip
     if type(block) is ParallelThingsBlock:
