@@ -26,7 +26,7 @@ from torch import nn
 from tlbench.errors import ConfigError
 from tlbench.flops import ZERO_COST_OPS, _fvcore, analytic_flops, count_flops_composed
 from tlbench.measure import parts
-from tlbench.models import CUSTOM_MODELS, build_sharing, make_variants, model_info
+from tlbench.models import CUSTOM_MODELS, build_sharing, make_variants, model_info, vit_names
 from tlbench.reducers import REDUCERS
 
 D, H, N = 32, 2, 7  # width, heads, tokens: small enough for seconds, odd N to catch N vs N^2
@@ -171,27 +171,29 @@ def structure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return name
 
 
-def _contract(name: str, methods: list[str]) -> None:
+def _contract(name: str, methods: list[str], img: int | None = None) -> None:
     """Build, every method at p = 0 and 1/2 (S = 4), fvcore == analytic to the integer, forward
     shape, baseline untouched; a method that cannot split the block is refused in one line."""
-    info = model_info(name)
+    info = model_info(name, img)
     x = torch.randn(2, info.in_chans, *info.img_size)
     cache: dict = {}
     for method in methods:
         params = {"r": 3} if method == "tome_r" else None
         try:
-            variants = make_variants(name, [0, 0.5], [4], method=method, params=params)
+            variants = make_variants(
+                name, [0, 0.5], [4], img_size=img, method=method, params=params
+            )
         except ConfigError as e:
             assert REDUCERS[method].where == "in_block", e
             assert re.fullmatch(rf"{method} acts between .* on {name} it cannot: .+", str(e)), e
             continue
-        models = build_sharing(variants)
+        models = build_sharing(variants, img)
         with torch.no_grad():
             before = models["baseline"](x)
         for v in variants:
             with torch.no_grad():
                 assert models[v.name](x).shape == (2, info.num_classes)
-            got = count_flops_composed(models[v.name], cache=cache).flops
+            got = count_flops_composed(models[v.name], img, cache=cache).flops
             assert got == analytic_flops(info, v), (method, v.name)
         with torch.no_grad():
             torch.testing.assert_close(models["baseline"](x), before)
@@ -226,3 +228,90 @@ def test_distilled_deit_pools_patch_tokens_and_counts_exactly() -> None:
         torch.testing.assert_close(base.forward_head(feats, pre_logits=True), feats[:, 2:].mean(1))
     for v in variants:
         assert count_flops_composed(models[v.name], 64).flops == analytic_flops(info, v)
+
+
+# --- timm's Eva class (EVA-02: RoPE, SwiGLU, sub-LN) -------------------------------------------
+
+
+def _eva_block(**kw: object) -> nn.Module:
+    from timm.models.eva import EvaBlock
+
+    return EvaBlock(D, H, **kw)
+
+
+EVA_BLOCKS: dict[str, Callable[[], nn.Module]] = {
+    "eva02": lambda: _eva_block(
+        swiglu_mlp=True, scale_mlp=True, qkv_fused=False, norm_layer=LayerNorm
+    ),
+    "eva-fused-qkv-glu": lambda: _eva_block(swiglu_mlp=True, qkv_fused=True, init_values=1e-5),
+    "rope-gqa-qk-norm": lambda: _eva_block(
+        attn_type="rope", num_kv_heads=1, qkv_fused=False, qk_norm=True
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", EVA_BLOCKS)
+def test_eva_block_formula_equals_fvcore_and_flopcounter(kind: str) -> None:
+    block = EVA_BLOCKS[kind]().eval()
+    bp = parts.block_parts(block)
+    assert _fvcore_macs(block) == bp.macs(N, N)
+    assert _flopcounter_macs(block) == bp.macs(N, N, norms=False)
+    assert bp.in_block is not None  # RoPE by grid position: in-block methods are refused
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "vit_medium_patch16_rope_reg1_gap_256"])
+def test_eva_counts_exactly_with_every_reducer(name: str) -> None:
+    """EVA-02 (class token) and a RoPE ViT with a register: every method, refused or exact."""
+    _contract(name, list(REDUCERS), img=4 * model_info(name).patch_size)
+
+
+@pytest.mark.slow
+def test_eva_baseline_applies_rope_and_reducers_stop_it() -> None:
+    """The baseline runs timm's own Eva forward (RoPE in every block); after a reducer the
+    blocks run without RoPE, so a reducer after the last block leaves the features as they were."""
+    from timm.models.eva import Eva
+
+    name, img = "eva02_tiny_patch14_224", 56
+    variants = make_variants(name, [0.5, 1.0], [16], img_size=img, method="pool")
+    models = build_sharing(variants, img)
+    base, x = models["baseline"], torch.randn(1, 3, img, img)
+    with torch.no_grad():
+        feats = base.forward_features(x)
+        torch.testing.assert_close(feats, Eva.forward_features(base, x))  # RoPE applied
+        k = model_info(name, img).depth
+        blocks = list(models["pool-p1-s16"].blocks)
+        assert len(blocks) == k + 1 and not isinstance(blocks[k], type(blocks[0]))
+        assert count_flops_composed(models["pool-p0.5-s16"], img).flops == analytic_flops(
+            model_info(name, img), variants[1]
+        )
+    with pytest.raises(ConfigError, match="EvaAttention .RoPE by grid position."):
+        make_variants(name, [0.5], [4], img_size=img, method="tome")
+
+
+# --- every accepted name -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", vit_names())
+def test_every_listed_name_counts_exactly(name: str) -> None:
+    """Each accepted timm name at its full width but two blocks and 2 x 2 patches (its blocks are
+    all of one kind): one whole-model fvcore trace == the composed analytic count."""
+    from dataclasses import replace
+
+    from tlbench.flops import count_flops
+    from tlbench.models import Variant, _create
+
+    info = model_info(name)
+    img = 2 * info.patch_size
+    info = model_info(name, img)
+    try:
+        model = _create(name, img_size=img, pretrained=False, num_classes=10, depth=2)
+    except ConfigError:  # per-block settings (sapiens2's num_kv_heads) need the full depth
+        pytest.skip(f"{name} cannot be built with two blocks")
+    two = replace(
+        info, depth=2, num_classes=10, arch=replace(info.arch, blocks=info.arch.blocks[:2])
+    )
+    assert count_flops(model.eval(), img, info.in_chans).flops == analytic_flops(
+        two, Variant(name, None, None, None)
+    )

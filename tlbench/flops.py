@@ -49,6 +49,7 @@ ZERO_COST_OPS: dict[str, str] = {
     "aten::sin": "RoPE table from the grid's coordinates (element-wise, once per forward)",
     "aten::cos": "RoPE table from the grid's coordinates (element-wise, once per forward)",
     "aten::meshgrid": "RoPE's grid coordinates (no arithmetic)",
+    "aten::repeat_interleave": "grouped-query attention's K/V heads copied to every query head (no arithmetic)",
     "aten::exp": "DiffAttention's lambda, from 2 or 4 head-dim vectors (element-wise)",
 }
 
