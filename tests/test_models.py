@@ -180,10 +180,11 @@ def test_missing_or_corrupt_checkpoint(tmp_path: Path) -> None:
 # --- which timm ViTs tlbench supports -------------------------------------------------------
 
 # Every timm VisionTransformer name is accepted since the analytic count composes per part
-# (tests/test_parts.py); a model is refused by structure only (test_predicate_refuses_...).
-# What a model refused by name must say: one line, starting with the name.
+# (tests/test_parts.py); what remains refused is refused by structure. One name per refused
+# family, and the words its one-line error must contain.
 REFUSED = [
-    ("eva02_tiny_patch14_224", "not a VisionTransformer"),  # timm's Eva class: not offered
+    ("vit_small_patch16_rope_mixed_224", "depth-dependent (mixed) RoPE"),  # Eva: RoPE per block
+    ("convnext_tiny", "not a VisionTransformer"),  # a timm model of another family
 ]
 
 # One name per supported structure: block type, layer scale, prefix tokens (class, registers,

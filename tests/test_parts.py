@@ -289,6 +289,24 @@ def test_eva_baseline_applies_rope_and_reducers_stop_it() -> None:
         make_variants(name, [0.5], [4], img_size=img, method="tome")
 
 
+def test_models_all_lists_every_name_per_class_with_reasons() -> None:
+    from typer.testing import CliRunner
+
+    from tlbench.cli import app
+    from tlbench.support import coverage
+
+    cov = coverage()
+    assert set(cov) == {"VisionTransformer", "VisionTransformerDistilled", "Eva"}
+    assert not cov["VisionTransformer"][1] and not cov["VisionTransformerDistilled"][1]
+    refused = cov["Eva"][1]
+    assert refused and all("mixed" in name for name in refused)  # mixed RoPE only
+    assert all(why.startswith(name) and "\n" not in why for name, why in refused.items())
+    out = CliRunner().invoke(app, ["models", "--all"], terminal_width=400).output
+    for cls, (names, why) in cov.items():
+        assert f"timm {cls}: {len(names)} of {len(names) + len(why)} names accepted" in out
+    assert "eva02_base_patch14_224" in out and "deit_base_distilled_patch16_224" in out
+
+
 # --- every accepted name -----------------------------------------------------------------------
 
 
