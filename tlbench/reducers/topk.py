@@ -132,7 +132,7 @@ def in_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> To
 def wrap_block(model: nn.Module, info: ModelInfo, k: int, select: nn.Module) -> nn.Module:
     """Block k becomes a ReducedBlock around it, in a new `blocks` container."""
     blocks = list(model.blocks)
-    select = select.to(model.pos_embed.device)
+    select = select.to(model.patch_embed.proj.weight.device)
     blocks[k] = ReducedBlock(blocks[k], select, info.num_prefix_tokens, info.class_token)
     model.blocks = nn.Sequential(*blocks)
     return model
