@@ -13,7 +13,7 @@ from timm.layers import LayerNorm, RmsNorm, SwiGLU
 from timm.models.vision_transformer import ParallelScalingBlock, VisionTransformer
 
 from tlbench.backbones.support import unsupported_reason
-from tlbench.backbones.vit import _timm_vit_names, model_info, pre_logits, resolve_model, vit_names
+from tlbench.backbones.vit import model_info, pre_logits, resolve_model, vit_names
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import analytic_flops, count_flops
 from tlbench.reducers.modules import TokenFuserBlock, TokenLearnerLayer
@@ -170,19 +170,12 @@ def test_missing_or_corrupt_checkpoint(tmp_path: Path) -> None:
 
 # --- which timm ViTs tlbench supports -------------------------------------------------------
 
-# One name per refused family, and the words its one-line error must contain.
+# Every timm VisionTransformer name is accepted since the analytic count composes per part
+# (tests/test_parts.py); what remains refused is refused by structure. One name per refused
+# family, and the words its one-line error must contain.
 REFUSED = [
-    ("deit_tiny_distilled_patch16_224", "distillation tokens"),  # 2-token head
-    ("aimv2_large_patch14_224", "gated MLP (SwiGLU)"),  # also RMSNorm
-    ("vit_giant_patch14_dinov2", "gated MLP (GluMlp)"),  # analytic would be 22% high
-    ("vit_small_patch16_18x2_224", "parallel blocks (ParallelThingsBlock)"),
-    ("vit_base_patch16_xp_224", "parallel blocks (ParallelScalingBlock)"),
-    ("vit_dpwee_patch16_reg1_gap_256", "parallel blocks (DiffParallelScalingBlock)"),
-    ("vit_dwee_patch16_reg1_gap_256", "DiffAttention"),  # fvcore: aten::exp, aten::rms_norm
-    ("beit3_base_patch16_224", "sub-LN"),  # LayerNorms inside attn and MLP
-    ("test_vit4", "RmsNorm"),  # fvcore cannot count aten::rms_norm
-    ("vit_base_patch16_clip_224", "norm_pre"),  # one LayerNorm the analytic count leaves out
-    ("vit_base_patch16_radio_v3", "no final norm"),  # analytic would count one too many
+    ("vit_small_patch16_rope_mixed_224", "depth-dependent (mixed) RoPE"),  # Eva: RoPE per block
+    ("convnext_tiny", "not a VisionTransformer"),  # a timm model of another family
 ]
 
 # One name per supported structure: block type, layer scale, prefix tokens (class, registers,
@@ -217,7 +210,7 @@ def test_every_listed_name_passes_the_full_check(name: str) -> None:
 
 @pytest.mark.parametrize(("name", "why"), REFUSED)
 def test_excluded_families_are_refused_by_name(name: str, why: str) -> None:
-    if name not in _timm_vit_names():
+    if not timm.is_model(name):
         pytest.skip(f"{name} is not in this timm")
     assert name not in vit_names()
     for call in (lambda: resolve_model(name), lambda: make_variant(name, 0.5, 8)):
@@ -227,24 +220,37 @@ def test_excluded_families_are_refused_by_name(name: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "why"),
+    "kwargs",
     [
-        ({"block_fn": ParallelScalingBlock}, "parallel blocks"),
-        ({"mlp_layer": SwiGLU}, "gated MLP"),
-        ({"norm_layer": RmsNorm}, "RmsNorm"),
-        ({"scale_attn_norm": True}, "sub-LN"),
-        ({"qk_norm": True}, "qk-norm"),
-        ({"pre_norm": True}, "norm_pre"),
-        ({"final_norm": False}, "no final norm"),
-        ({"embed_norm_layer": LayerNorm}, "normalises the patch embedding"),
+        {"block_fn": ParallelScalingBlock},
+        {"mlp_layer": SwiGLU},
+        {"norm_layer": RmsNorm},
+        {"scale_attn_norm": True},
+        {"qk_norm": True},
+        {"pre_norm": True},
+        {"final_norm": False},
+        {"embed_norm_layer": LayerNorm},
     ],
 )
-def test_predicate_sees_each_structure_on_a_tiny_vit(kwargs: dict[str, object], why: str) -> None:
-    """Structure, not names: the same check refuses any timm ViT built this way."""
+def test_predicate_accepts_each_counted_structure(kwargs: dict[str, object]) -> None:
+    """Each of these was refused before the count composed per part (measure/parts.py)."""
     args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, weight_init="skip")
     with torch.device("meta"):
-        assert unsupported_reason(VisionTransformer(**args)) is None
-        assert why in unsupported_reason(VisionTransformer(**args, **kwargs))
+        assert unsupported_reason(VisionTransformer(**args, **kwargs)) is None
+
+
+def test_predicate_refuses_a_part_with_no_formula() -> None:
+    """Structure, not names: an MLP class no formula covers is refused, in one phrase."""
+    from timm.layers import Mlp
+
+    class OwnMlp(Mlp):
+        pass
+
+    args = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, weight_init="skip")
+    with torch.device("meta"):
+        assert unsupported_reason(VisionTransformer(**args, mlp_layer=OwnMlp)) == (
+            "uses OwnMlp, an MLP tlbench has no count for"
+        )
 
 
 def _fvcore_equals_analytic(name: str) -> None:

@@ -115,7 +115,7 @@ def models(
     """List model aliases and which timm ViTs work."""
     from tlbench.backbones.registry import ALIASES, CUSTOM_MODELS, DESCRIPTIONS, REPATCHED
     from tlbench.backbones.video import VIDEO_MODELS
-    from tlbench.backbones.vit import model_info, vit_names
+    from tlbench.backbones.vit import coverage, model_info
 
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
     for col in ("alias", "model", "depth", "width", "heads", "patch", "img", "tokens"):
@@ -126,12 +126,12 @@ def models(
                       str(i.num_heads), str(i.patch_size), str(i.img_size[0]),
                       f"{i.num_patches}+{i.num_prefix_tokens}")  # fmt: skip
     console.print(table)
-    names = vit_names()
-    if all_timm:
-        console.print("\n".join(names))
-    else:
-        console.print(f"{len(names)} timm VisionTransformer models are accepted by name "
-                      "(`tlbench models --all` lists them).")  # fmt: skip
+    for cls, (names, refused) in coverage().items():
+        if all_timm:
+            console.print(f"\n[bold]{cls}[/bold]: {len(names)} accepted", *names, sep="\n")
+            console.print(*(f"refused: {why.split(';')[0]}" for why in refused.values()), sep="\n")
+        console.print(f"timm {cls}: {len(names)} of {len(names) + len(refused)} names accepted"
+                      + ("" if all_timm else " (`tlbench models --all` lists them)"))  # fmt: skip
 
 
 @app.command()

@@ -5,6 +5,7 @@ backbones and measurements import these records, never the modules that build th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_METHOD = "tokenlearner"  # the reducer a variant uses unless it names another
 
@@ -29,6 +30,9 @@ class ModelInfo:
     # `tubelet` frames; an image is one time step of one frame, so these stay 1 for images.
     time_steps: int = 1
     tubelet: int = 1
+    # Per-part structure for the analytic count (backbones/parts.py Arch: norm_pre, block kinds,
+    # final norm); None means a plain pre-norm LayerNorm ViT of the widths above.
+    arch: Any = None
 
     @property
     def spatial_patches(self) -> int:

@@ -22,6 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlbench.backbones import eva, parts
+from tlbench.backbones.distilled import with_average_pool
+from tlbench.backbones.eva import eva_names
 from tlbench.backbones.registry import ALIASES, CUSTOM_MODELS, REPATCHED, SINCOS_INIT
 from tlbench.backbones.support import NO_INIT, SUPPORTED, unsupported_reason
 from tlbench.backbones.video import IMAGE_SOURCES, VIDEO_MODELS, create_video, inflate, is_video
@@ -82,23 +85,25 @@ def create(
         if img_size is not None:
             args["img_size"] = img_size
         stock = name
+        if name in eva_names():  # timm's Eva names its fc_norm switch differently
+            args["use_fc_norm"] = args.pop("fc_norm")
+            args.pop("weight_init", None)  # Eva has no switch to skip its init
         if name in REPATCHED:  # the stock model's weights, resampled by timm to the new patch
             stock, args["patch_size"] = REPATCHED[name]
         try:
-            model = timm.create_model(stock, pretrained=pretrained, **args)
-        except (
-            RuntimeError,
-            OSError,
-            ValueError,
-            TypeError,
-        ) as e:  # no network, bad kwargs, missing weights
+            try:
+                model = timm.create_model(stock, pretrained=pretrained, **args)
+            except AssertionError as e:  # timm asserts on head args: distilled DeiTs read 2 tokens
+                if "distilled" not in str(e):
+                    raise ConfigError(f"{name} cannot take tlbench's average-pool head: {_first_line(e)}") from None
+                token_args = {**args, "global_pool": "token"}
+                model = with_average_pool(timm.create_model(stock, pretrained=pretrained, **token_args))
+        except (RuntimeError, OSError, ValueError, TypeError) as e:  # no network, bad kwargs, missing weights
             what = "load pretrained weights for" if pretrained else "build"
             raise ConfigError(f"could not {what} {name}: {_first_line(e)}") from None
-        except AssertionError as e:  # timm asserts on head args: distilled DeiTs read 2 tokens
-            raise ConfigError(
-                f"{name} cannot take tlbench's average-pool head: {_first_line(e)}"
-            ) from None
-    if not isinstance(model, VisionTransformer):
+    if isinstance(model, eva.Eva):
+        model = eva.adapt(model)
+    elif not isinstance(model, VisionTransformer):
         raise ConfigError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
     if getattr(model, "pool_include_prefix", False):  # e.g. test_vit3: keep the head convention
         model.pool_include_prefix = False
@@ -147,8 +152,8 @@ def model_info(name: str, img_size: int | None = None, frames: int | None = None
         name=resolved,
         depth=len(m.blocks),
         embed_dim=m.embed_dim,
-        num_heads=m.blocks[0].attn.num_heads,
-        mlp_hidden=m.blocks[0].mlp.fc1.out_features,
+        num_heads=parts.num_heads(m.blocks[0]),
+        mlp_hidden=parts.mlp_hidden(m.blocks[0]),
         patch_size=patch[0],
         img_size=tuple(size),
         in_chans=m.patch_embed.proj.in_channels,
@@ -158,6 +163,7 @@ def model_info(name: str, img_size: int | None = None, frames: int | None = None
         class_token=m.cls_token is not None,
         time_steps=getattr(m.patch_embed, "time_steps", 1),
         tubelet=getattr(m.patch_embed, "tubelet", 1),
+        arch=parts.vit_arch(m),
     )
 
 
@@ -184,6 +190,8 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
         raise ConfigError(f"checkpoint file not found: {path}")
     try:
         raw = load_state_dict(str(path))
+        if type(model).__name__ == "TLEva":  # timm's Eva checkpoints have their own key mapping
+            from timm.models.eva import checkpoint_filter_fn
         state = raw if is_video(model) else checkpoint_filter_fn(raw, model)
     except Exception as e:  # a corrupt or foreign file: say which, in one line
         raise ConfigError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from None
@@ -226,23 +234,49 @@ def vit_names() -> tuple[str, ...]:
 
 @functools.cache
 def _timm_vit_names() -> tuple[str, ...]:
-    """Every model of timm's vision_transformer and deit modules, supported or not."""
+    """Every model of timm's vision_transformer, deit and eva modules, supported or not."""
     import timm
 
-    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit"))
+    return tuple(timm.list_models(module="vision_transformer") + timm.list_models(module="deit")) + eva_names()
+
+
+def _probe_reason(name: str) -> str | None:
+    """Why `name` is refused (one line), or None (see _probe)."""
+    return _probe(name)[1]
+
+
+def coverage() -> dict[str, tuple[tuple[str, ...], dict[str, str]]]:
+    """Per timm class (VisionTransformer, VisionTransformerDistilled, Eva): the names tlbench
+    accepts and the refused ones with their one-line reasons."""
+    out: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for name in _timm_vit_names():
+        cls, reason = _probe(name)
+        ok, refused = out.setdefault(cls, ([], {}))
+        if reason:
+            refused[name] = reason
+        else:
+            ok.append(name)
+    return {cls: (tuple(ok), refused) for cls, (ok, refused) in out.items()}
 
 
 @functools.cache
-def _probe_reason(name: str) -> str | None:
-    """Why `name` is refused (one line), or None; from a one-block meta build without init.
+def _probe(name: str) -> tuple[str, str | None]:
+    """`name`'s timm class and why it is refused (one line) or None; from a one-block meta build
+    without init.
 
     Blocks of a timm ViT all have one class, so one block tells; skipping depth and weight
     init makes the check ~100x cheaper (all names: ~0.5 s instead of ~50 s).
     """
+    timm_class = "Eva" if name in eva_names() else "VisionTransformer"
     try:
         with torch.device("meta"):
-            m = create(name, img_size=None, pretrained=False, num_classes=1000, depth=1, **NO_INIT)
+            try:
+                m = create(name, img_size=None, pretrained=False, num_classes=1000, depth=1, **NO_INIT)
+            except ConfigError:  # per-block settings (sapiens2's num_kv_heads) need the full depth
+                m = create(name, img_size=None, pretrained=False, num_classes=1000, **NO_INIT)
     except ConfigError as e:
-        return str(e)
+        return timm_class, str(e)
+    if type(m).__name__ == "AvgPoolDistilled":
+        timm_class = "VisionTransformerDistilled"
     reason = unsupported_reason(m)
-    return f"{name} {reason}; {SUPPORTED}" if reason else None
+    return timm_class, f"{name} {reason}; {SUPPORTED}" if reason else None

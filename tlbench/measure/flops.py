@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlbench.backbones.parts import standard_arch
 from tlbench.backbones.video import input_shape
 from tlbench.backbones.vit import model_info
 from tlbench.core import ModelInfo, Variant
@@ -48,6 +49,12 @@ ZERO_COST_OPS: dict[str, str] = {
     "aten::softmax": "attention and v1.1 spatial softmax (a few ops per element)",
     "aten::mean": "global average pool (one add per element)",
     "aten::sum": "reduction (one add per element)",
+    "aten::neg": "RoPE's rotation of q and k (element-wise)",
+    "aten::sin": "RoPE table from the grid's coordinates (element-wise, once per forward)",
+    "aten::cos": "RoPE table from the grid's coordinates (element-wise, once per forward)",
+    "aten::meshgrid": "RoPE's grid coordinates (no arithmetic)",
+    "aten::repeat_interleave": "grouped-query attention's K/V heads copied to every query head (no arithmetic)",
+    "aten::exp": "DiffAttention's lambda, from 2 or 4 head-dim vectors (element-wise)",
 }
 
 
@@ -57,6 +64,14 @@ def sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
 
     q, k, v = (get_shape(x) for x in inputs[:3])  # [B, H, Nq, d], [B, H, Nk, d], [B, H, Nk, dv]
     return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+def rms_norm_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """aten::rms_norm, which fvcore leaves uncounted: 3 per element with a weight, 2 without
+    (LayerNorm's 5 and 4 less its mean and centring; measure/parts.py)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return math.prod(get_shape(inputs[0])) * (3 if get_shape(inputs[2]) is not None else 2)
 
 
 def einsum_macs(equation: str, shapes: list[list[int]]) -> int:
@@ -164,6 +179,8 @@ class _Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.vit
+        if hasattr(v, "stem"):  # a backbone other than VisionTransformer (tlbench.backbones.eva)
+            return v.stem(x)
         return v.norm_pre(v.patch_drop(v._pos_embed(v.patch_embed(x))))
 
 
@@ -211,6 +228,7 @@ def _fvcore(module: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], dict[st
         analysis = FlopCountAnalysis(module, x)
         analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_jit)
         analysis.set_op_handle("aten::einsum", einsum_flop_jit)
+        analysis.set_op_handle("aten::rms_norm", rms_norm_flop_jit)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         analysis.tracer_warnings("none")
         return {op: int(n) for op, n in analysis.by_operator().items()}, dict(analysis.unsupported_ops())
@@ -239,24 +257,24 @@ def reducer_zero_cost_ops(variant: Variant | None) -> dict[str, str]:
 
 
 def analytic_flops(info: ModelInfo, variant: Variant, norms: bool = True) -> int:
-    """Closed-form MACs of a plain pre-norm ViT with a reducer, per image, fvcore conventions:
-    patch embedding + every block at its token counts (the variant's TokenSchedule) + the reducer's
-    own MACs + final norm and head.
+    """Closed-form MACs of a ViT with a reducer, per image, fvcore conventions, composed per part
+    (tlbench.backbones.parts): patch embedding + norm_pre + every block at its token counts (the
+    variant's TokenSchedule) + the reducer's own MACs + final norm and head.
 
-    `norms=False` drops the LayerNorm terms (5 per element), which matmul-only counters such as
-    torch's FlopCounterMode do not count.
+    `norms=False` drops the norm terms (LayerNorm 5 per element, RmsNorm 3), which matmul-only
+    counters such as torch's FlopCounterMode do not count.
     """
 
     sched = token_schedule(info, variant, norms=norms)
-    d, m = info.embed_dim, info.mlp_hidden
-    ln = 5 if norms else 0
-
-    def block(a: int, f: int) -> int:  # a tokens: LN, qkv, QK^T, PV, proj; f tokens: LN, MLP
-        return ln * a * d + a * d * 3 * d + 2 * a * a * d + a * d * d + ln * f * d + 2 * f * d * m
-
+    d = info.embed_dim
+    arch = info.arch or standard_arch(d, info.mlp_hidden, info.depth)
+    n = 1 if norms else 0
     total = info.num_patches * info.tubelet * info.patch_size**2 * info.in_chans * d  # patch/tubelet embedding
-    total += sum(block(a, f) for a, f in zip(sched.attn_tokens, sched.mlp_tokens, strict=True))
-    return total + sched.module_macs + ln * sched.tokens_out * d + d * info.num_classes
+    total += n * arch.embed_norm * info.num_patches * d  # a norm inside the patch embedding
+    total += n * arch.stem_norm * (info.num_prefix_tokens + info.num_patches) * d  # norm_pre
+    blocks = zip(arch.blocks, sched.attn_tokens, sched.mlp_tokens, strict=True)
+    total += sum(b.macs(a, f, norms) for b, a, f in blocks)
+    return total + sched.module_macs + n * arch.final_norm * sched.tokens_out * d + d * info.num_classes
 
 
 @dataclass(frozen=True)

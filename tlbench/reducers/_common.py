@@ -32,7 +32,7 @@ class PatchTokensLayer(nn.Module):
 def insert_before_block(model: nn.Module, k: int, layer: nn.Module) -> nn.Module:
     """`layer` becomes blocks[k] of a new container; the blocks themselves are shared, not edited."""
     blocks = list(model.blocks)
-    blocks.insert(k, layer.to(model.pos_embed.device))
+    blocks.insert(k, layer.to(model.patch_embed.proj.weight.device))
     model.blocks = nn.Sequential(*blocks)
     return model
 

@@ -82,7 +82,7 @@ class TokenLearnerReducer:
         k..depth-1 as TokenFuserBlock (scenic's EncoderModFuser); on video, per time step."""
         dim, k, s = info.embed_dim, variant.block_index, variant.num_tokens
         grid = tuple(model.patch_embed.grid_size)
-        prefix, device = info.num_prefix_tokens, model.pos_embed.device
+        prefix, device = info.num_prefix_tokens, model.patch_embed.proj.weight.device
 
         def learner() -> TokenLearner:
             return TokenLearner(dim, s, variant.version, self.bottleneck_dim, grid).to(device)

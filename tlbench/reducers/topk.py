@@ -113,6 +113,9 @@ def in_block_check(method: str, info: ModelInfo, variant: Variant) -> None:
             f"{method} acts inside block k; p={variant.position} maps to k = {info.depth}, after the "
             f"last block; use p < {(info.depth - 0.5) / info.depth:.4g}"
         )
+    blocks = info.arch.blocks[variant.block_index:] if info.arch is not None else ()
+    if why := next((b.in_block for b in blocks if b.in_block), None):
+        raise ConfigError(f"{method} acts between a block's attention and its MLP; on {info.name} it cannot: {why}")
 
 
 def in_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> TokenSchedule:
@@ -127,7 +130,7 @@ def in_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -> To
 def wrap_block(model: nn.Module, info: ModelInfo, k: int, select: nn.Module) -> nn.Module:
     """Block k becomes a ReducedBlock around it, in a new `blocks` container."""
     blocks = list(model.blocks)
-    select = select.to(model.pos_embed.device)
+    select = select.to(model.patch_embed.proj.weight.device)
     blocks[k] = ReducedBlock(blocks[k], select, info.num_prefix_tokens, info.class_token)
     model.blocks = nn.Sequential(*blocks)
     return model
