@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 
 from tlbench import results
 from tlbench.cli import app
+from tlbench.config import EXECUTORS as CONFIG_EXECUTORS
 from tlbench.config import load_sweep
 from tlbench.study import shards
-from tlbench.study.executors import UnitJob, phases, submit, waves
+from tlbench.study.executors import EXECUTORS, UnitJob, phases, submit, waves
 from tlbench.study.status import run_status
 from tlbench.study.sweep import by_model, expand, run_sweep
 
@@ -62,8 +63,16 @@ def test_debug_executor_gives_the_inline_rows(tmp_path: Path) -> None:
     assert len(jobs) == 2 and {j["stage"] for j in jobs} == {"compute"}
 
 
+ON_THIS_MACHINE = sorted(k for k, b in EXECUTORS.items() if not b.scheduler)  # slurm: tests/test_slurm.py
+
+
+def test_every_executor_kind_has_a_backend() -> None:
+    """config.EXECUTORS (what a sweep file may say) = inline + the table's kinds."""
+    assert set(CONFIG_EXECUTORS) == {"inline", *EXECUTORS}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["debug", "local"])
+@pytest.mark.parametrize("kind", ON_THIS_MACHINE)
 def test_quality_under_an_executor_gives_the_inline_rows(tmp_path: Path, kind: str) -> None:
     inline, other = _run(tmp_path, QUALITY, "inline"), _run(tmp_path, QUALITY, kind)
     assert any(r[0] == ("dataset", "digits") or ("metric", "fewshot_acc") in r for r in _rows(inline))

@@ -20,7 +20,7 @@ import itertools
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ def run_jobs(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]
     try:
         _run_phases(config, groups, todo, book, running, recorded, live)
     except BaseException:
-        for s in live if ex.kind == "local" else []:
+        for s in live if backend(ex).on_this_machine else []:
             if not s.handle.done():
                 job_guard.kill_job_tree(int(s.handle.job_id))
         raise
@@ -139,13 +139,13 @@ def running_jobs(ex: ExecutorConfig, run_dir: Path) -> dict[tuple[str, str, str]
     is still queued or running (asked of squeue, then sacct: a job submitted a moment ago may not
     have reached accounting yet): a --resume waits for them instead of submitting them twice.
     Local and debug jobs end with the process that submitted them."""
-    if ex.kind != "slurm":
+    if not backend(ex).scheduler:
         return {}
     ledger = results.read_units(run_dir)
     out = {}
     for key, job in results.read_jobs(run_dir).items():
         outcome = ledger.get(key)
-        if job.get("executor") != "slurm" or (outcome and outcome.get("finished", "") >= job["submitted"]):
+        if job.get("executor") != ex.kind or (outcome and outcome.get("finished", "") >= job["submitted"]):
             continue
         out[key] = job["job_id"]
     states = job_states(out.values())  # one question for all, not submitit's sacct alone
@@ -156,7 +156,7 @@ def waves(ex: ExecutorConfig, phase: list[UnitJob]) -> list[list[UnitJob]]:
     """Jobs submitted together. SLURM queues them all; on one machine (local) at most `workers`
     run at once (LocalExecutor starts every job it is given), and a speed job runs alone: a
     timing shared with another job means nothing."""
-    if ex.kind != "local":
+    if not backend(ex).on_this_machine:
         return [phase]
     others = [j for j in phase if j.stage != "speed"]
     alone = [[j] for j in phase if j.stage == "speed"]
@@ -183,23 +183,17 @@ def phases(config: SweepConfig, groups: list[tuple[SweepConfig, list[Variant]]],
     return [p for p in (first, later) if p]
 
 
-def check_executor(ex: ExecutorConfig) -> None:
-    """Refuse, before any work, an executor this machine cannot submit to."""
-    if ex.kind == "slurm" and (shutil.which("sbatch") is None or shutil.which("srun") is None):
-        raise SubmissionError("executor.kind = slurm, but sbatch/srun are not on PATH (not a SLURM "
-                              "login node?); use --executor local or inline here")  # fmt: skip
-    if ex.kind == "slurm":
-        check_submission(ex)  # the cluster's own verdict on partition, account, GPUs: nothing submitted
+def _debug(ex: ExecutorConfig, folder: Path, exclusive: bool) -> submitit.Executor:
+    return submitit.DebugExecutor(folder)
 
 
-def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -> submitit.Executor:
-    """A submitit executor writing its pickles and logs under `folder` (RUN_DIR/submitit)."""
-    if ex.kind == "debug":
-        return submitit.DebugExecutor(folder)
-    if ex.kind == "local":
-        local = submitit.LocalExecutor(folder)
-        local.update_parameters(timeout_min=ex.timeout_min)  # submitit's own default is 2 minutes
-        return local
+def _local(ex: ExecutorConfig, folder: Path, exclusive: bool) -> submitit.Executor:
+    local = submitit.LocalExecutor(folder)
+    local.update_parameters(timeout_min=ex.timeout_min)  # submitit's own default is 2 minutes
+    return local
+
+
+def _slurm(ex: ExecutorConfig, folder: Path, exclusive: bool) -> submitit.Executor:
     executor = submitit.SlurmExecutor(folder, max_num_timeout=ex.max_requeues)
     params: dict[str, Any] = dict(time=ex.timeout_min, gpus_per_node=ex.gpus_per_node, job_name="tlbench")
     for key in ("partition", "account", "cpus_per_task"):
@@ -213,20 +207,62 @@ def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -
     return executor
 
 
+def _check_slurm(ex: ExecutorConfig) -> None:
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise SubmissionError("executor.kind = slurm, but sbatch/srun are not on PATH (not a SLURM "
+                              "login node?); use --executor local or inline here")  # fmt: skip
+    check_submission(ex)  # the cluster's own verdict on partition, account, GPUs: nothing submitted
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What tells the executor kinds apart: how their submitit executor is made, how they are
+    checked before any work, and two facts the submission follows."""
+
+    make: Callable[[ExecutorConfig, Path, bool], submitit.Executor]  # (config, folder, exclusive)
+    on_this_machine: bool  # jobs are processes here: waves of `workers`, ended with the sweep
+    scheduler: bool  # a queue that outlives the submitter: job arrays; a resume asks it what lives
+    check: Callable[[ExecutorConfig], None] = lambda ex: None
+
+
+# executor.kind -> its backend; "inline" (this process, no jobs) is the sweep's own path
+EXECUTORS: dict[str, Backend] = {
+    "debug": Backend(_debug, on_this_machine=False, scheduler=False),  # submitit in this process
+    "local": Backend(_local, on_this_machine=True, scheduler=False),
+    "slurm": Backend(_slurm, on_this_machine=False, scheduler=True, check=_check_slurm),
+}
+
+
+def backend(ex: ExecutorConfig) -> Backend:
+    return EXECUTORS[ex.kind]
+
+
+def check_executor(ex: ExecutorConfig) -> None:
+    """Refuse, before any work, an executor this machine cannot submit to."""
+    if ex.kind in EXECUTORS:
+        backend(ex).check(ex)
+
+
+def executor_for(ex: ExecutorConfig, folder: Path, *, exclusive: bool = False) -> submitit.Executor:
+    """A submitit executor writing its pickles and logs under `folder` (RUN_DIR/submitit)."""
+    return backend(ex).make(ex, folder, exclusive)
+
+
 def submit(ex: ExecutorConfig, jobs: list[UnitJob], run_dir: Path) -> list[Submitted]:
     """Submit `jobs` (under SLURM: one job array, and one more for the exclusive speed jobs) and
     record each job id in jobs.jsonl before waiting on any."""
     folder = run_dir / "submitit"
     out: list[Submitted] = []
-    speed = [j for j in jobs if j.stage == "speed" and ex.kind == "slurm" and ex.exclusive]
+    b = backend(ex)
+    speed = [j for j in jobs if j.stage == "speed" and b.scheduler and ex.exclusive]
     for group, exclusive in (([j for j in jobs if j not in speed], False), (speed, True)):
         if not group:
             continue
         executor = executor_for(ex, folder, exclusive=exclusive)
-        for j in group if ex.kind == "local" else []:
+        for j in group if b.on_this_machine else []:
             j.owner = job_guard.this_process()
         try:
-            if ex.kind == "slurm":
+            if b.scheduler:
                 with executor.batch():  # one sbatch: a job array of len(group) tasks
                     handles = [executor.submit(j) for j in group]
             else:  # a Ctrl-C at the terminal is this process's, not the jobs' (they inherit SIG_IGN)
