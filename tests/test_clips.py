@@ -278,7 +278,7 @@ def test_moving_mnist_boxes_hold_the_ink() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("moving_mnist:frames=0", "moving_mnist needs frames >= 1"),
+        ("moving_mnist:frames=0", "moving_mnist option frames must be an integer in [1, 64], got 0"),
         ("moving_mnist:color=3", "bad moving_mnist option 'color=3'"),
         ("moving_mnist:speed=x", "moving_mnist option speed must be a number, got 'x'"),
     ],

@@ -9,7 +9,6 @@ unchanged. Nothing here trains: the weights come from a training checkpoint (ada
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlbench import files
 from tlbench.data import fit_images, normalize
 from tlbench.errors import ConfigError, DataError
 from tlbench.models import Variant, build_model, make_variant
@@ -101,10 +101,9 @@ class MapsSource:
 
 
 def _manifest(run: Path) -> dict:
-    manifest = run / "manifest.json"
-    if not manifest.is_file():
-        raise ConfigError(f"{run} is not a run directory (no manifest.json)")
-    return json.loads(manifest.read_text())
+    from tlbench.results import read_manifest
+
+    return read_manifest(run)  # a missing, unreadable or damaged manifest: one line
 
 
 def from_run(run_dir: str | Path, variant_name: str, model: str | None = None) -> MapsSource:
@@ -253,10 +252,11 @@ def save_figure(fig: Any, out_stem: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = [Path(f"{out_stem}.png"), Path(f"{out_stem}.pdf")]
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")
-    plt.close(fig)
+    try:  # through files: a path under a file, or a refused folder, is one line
+        for p in paths:
+            files.write_with(p, lambda tmp, p=p: fig.savefig(tmp, format=p.suffix[1:], bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -329,6 +329,6 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
                          version=v.version, images=len(imgs), **digit_mass(imgs, maps, threshold)))  # fmt: skip
     if rows:
         csv = out / "maps.csv"
-        pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.6g")
+        files.write_text(csv, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
         paths.append(csv)
     return paths

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench import files
 from tlbench.adapt import (
     ProgressFn,
     TrainResult,
@@ -213,10 +214,13 @@ def run_probe_variant(
     device = str(resolve_device(q.device))
     info = model_info(variant.model, img_size)
     init = backbone_init(checkpoint_path, pretrained)
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():  # before any work
+        raise ConfigError(f"checkpoint file not found: {checkpoint_path}")
     ckpt = None
     if checkpoint_dir is not None and steps:
         tag = "distill-" if distill else ""
         ckpt = Path(checkpoint_dir) / checkpoint_name(variant, q.train_data, steps, seed, tag + init)
+        files.check_path(ckpt, "checkpoint")  # a checkpoint folder that is a file: refused before training
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
     floor_check(variant, info, todo, q.batch_size, device, q.budget_s)
     what = _what(variant, todo, device, "distillation" if distill else "training")

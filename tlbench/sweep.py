@@ -113,10 +113,8 @@ def run_sweep(
     check_inputs(config)
     variants = expand(config)
     if resume is None:
-        run_dir = files.inside(out, config.name, run_id(config))
-        if run_dir.exists():
-            raise ConfigError(f"run directory {run_dir} exists already; use --resume {run_dir}")
-        files.make_dir(run_dir)
+        where = files.inside(out, config.name, run_id(config))
+        run_dir = files.new_dir(where.parent, where.name)  # -2, -3 when started in the same second
     with files.RunLock(run_dir):
         if resume is None:
             results.write_manifest(run_dir, manifest_for(config, variants, run_dir.name))
@@ -134,7 +132,11 @@ def run_sweep(
 def check_inputs(config: SweepConfig) -> None:
     """Refuse in one line, before any work, what would only fail later (a missing data folder)."""
     from tlbench.data import check_spec
+    from tlbench.throughput import resolve_device
 
+    for section in (config.speed, config.quality):  # --device cuda on a machine without one
+        if section.enabled:
+            resolve_device(section.device)
     if config.executor.kind != "inline":
         from tlbench.executors import check_executor
 
