@@ -296,6 +296,8 @@ def test_spec_option_out_of_range(
         assert_one_error_line(
             runner.invoke(app, ["sweep", "--set", f"{key}={text}", "--out", "out"]), "moving_mnist"
         )
+    probe = ["probe", "-m", "vivit_cpu", "--train-data", spec, "--probe-data", "moving_mnist"]
+    assert_one_error_line(runner.invoke(app, probe), "moving_mnist")  # before the budget estimate
     assert listing(tmp_path) == set()
 
 
@@ -443,3 +445,77 @@ def test_check_update_refused_write_keeps_baseline(
         "Permission denied",
     )
     assert path.read_bytes() == old and listing(tmp_path) == {"b.json"}
+
+
+# ---- 8. the smaller ones ------------------------------------------------------------------------
+
+
+def test_empty_class_folder_among_full_ones_is_named(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(tmp_path / c / f"{i}.png")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"class folder\(s\) empty of 3 are empty"):
+        check_spec(f"folder:{tmp_path}")
+    (tmp_path / "empty" / "notes.txt").write_text("not an image\n")  # listed, but no image: at load
+    from tlbench.data import load_splits
+
+    with pytest.raises(DataError, match=r"class folder\(s\) empty hold no image files"):
+        load_splits(f"folder:{tmp_path}", img_size=8)
+
+
+def test_truncated_last_line_is_one_warning_line(fixtures: dict[str, Path], tmp_path: Path) -> None:
+    """A warning of tlbench's own prints as `warning: ...`, not a file and line of its source."""
+    run = tmp_path / "run"
+    shutil.copytree(fixtures["RUN"], run)
+    with open(run / "rows.jsonl", "a") as f:
+        f.write('{"model": "vit_cpu6", "vari')
+    result = runner.invoke(app, ["recommend", str(run), "--max-gflops", "1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "truncated" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: "), result.output
+    assert "UserWarning" not in result.output and ".py:" not in result.output
+
+
+# ---- 9. run ids, and --set on --resume ------------------------------------------------------------
+
+
+def test_new_dir_is_unique_under_concurrency(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tlbench.files import new_dir
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: new_dir(tmp_path, "20260101-000000-cpu"), range(16)))
+    names = sorted(p.name for p in made)
+    assert (
+        len(set(names)) == 16
+        and "20260101-000000-cpu" in names
+        and "20260101-000000-cpu-16" in names
+    )
+
+
+@pytest.mark.slow  # three compute-only sweeps with their figures: ~10 s
+def test_two_sweeps_in_one_second_get_two_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same second (the clock frozen), one --out: two runs, the second named -2, and a --set
+    equal to the run's own value is no change on --resume."""
+    import tlbench.sweep
+    from tlbench.config import load_sweep
+    from tlbench.sweep import run_sweep
+
+    smoke = Path(__file__).resolve().parents[1] / "sweeps" / "smoke.toml"
+    monkeypatch.setattr(tlbench.sweep, "run_id", lambda config: "20260101-000000-cpu")
+    cfg = load_sweep(
+        smoke, ["quality.enabled=false", "speed.enabled=false", "grid.positions=[0.5]"]
+    )
+    first, second = run_sweep(cfg, tmp_path).run_dir, run_sweep(cfg, tmp_path).run_dir
+    assert (first.name, second.name) == ("20260101-000000-cpu", "20260101-000000-cpu-2")
+    args = ["sweep", "--resume", str(second), "--set", f"quality.steps={cfg.quality.steps}"]
+    assert runner.invoke(app, args).exit_code == 0
+    refused = runner.invoke(app, ["sweep", "--resume", str(second), "--set", "quality.steps=5"])
+    assert_one_error_line(refused, "quality.steps: 4 -> 5")

@@ -17,6 +17,7 @@ naming the path.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,17 @@ def _os_errors(what: str, path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        raise ConfigError(f"cannot {what} {path}: {e.strerror or e}") from None
+        raise ConfigError(f"cannot {what} {path}: {e.strerror or e}{_HINTS.get(e.errno or 0, '')}") from None
+
+
+_HINTS = {  # what to do, by errno
+    errno.EACCES: " (check its folder's permissions, or give another path)",
+    errno.EPERM: " (check its folder's permissions, or give another path)",
+    errno.EROFS: " (a read-only file system: give another path)",
+    errno.ENOTDIR: " (a file is in the way of a folder: give another path)",
+    errno.EEXIST: " (a file is in the way of a folder: give another path)",
+    errno.ENOSPC: " (the disk is full: free space, or give another path)",
+}
 
 
 def make_dir(path: str | Path) -> Path:

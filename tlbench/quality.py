@@ -36,7 +36,15 @@ from tlbench.adapt import (
     train,
 )
 from tlbench.config import QualityConfig
-from tlbench.data import ImageSet, is_video_spec, iter_batches, load_splits, normalize, parse_spec
+from tlbench.data import (
+    ImageSet,
+    check_spec,
+    is_video_spec,
+    iter_batches,
+    load_splits,
+    normalize,
+    parse_spec,
+)
 from tlbench.errors import ConfigError, DataError
 from tlbench.fewshot import (
     FewShotRecord,
@@ -210,6 +218,8 @@ def run_probe_variant(
     if q.l2_reg != "cv" and (isinstance(q.l2_reg, str) or not 0 < q.l2_reg < float("inf")):
         raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {q.l2_reg!r}")
     parse_spec(q.train_data)  # an unknown name fails now, even when steps == 0
+    for spec in ([q.train_data] if steps else []) + list(q.probe_data):
+        check_spec(spec, download=download)  # a spec's options and folders, before any estimate or work
     check_data_fits(variant.model, [q.train_data, *q.probe_data] if steps else q.probe_data, img_size)
     device = str(resolve_device(q.device))
     info = model_info(variant.model, img_size)
