@@ -35,12 +35,15 @@ class Bound:
     def describe(self) -> str:
         """'an integer in [1, 4096]', 'a number > 0', ...: the range in words."""
         kind = "an integer" if self.integer else "a number"
-        if self.low is not None and self.high is not None and not self.above:
-            return f"{kind} in [{_num(self.low)}, {_num(self.high)}]"
-        parts = (
-            [f"{'>' if self.above else '>='} {_num(self.low)}"] if self.low is not None else []
-        ) + ([f"<= {_num(self.high)}"] if self.high is not None else [])
-        return f"{kind} {' and '.join(parts)}" if parts else f"a finite {kind[2:].lstrip(' ')}"
+        if self.low is not None and self.high is not None:  # (0, 10]: 0 itself refused
+            return f"{kind} in {'(' if self.above else '['}{_num(self.low)}, {_num(self.high)}]"
+        if self.low is not None:
+            return f"{kind} {'>' if self.above else '>='} {_num(self.low)}"
+        return (
+            f"{kind} <= {_num(self.high)}"
+            if self.high is not None
+            else f"a finite {kind[2:].lstrip(' ')}"
+        )
 
     def check(self, value: Any, what: str) -> None:
         """ConfigError('WHAT must be ..., got VALUE') unless `value` is a finite number in range."""
