@@ -43,8 +43,8 @@ def test_models_lists_aliases() -> None:
     [
         (["flops", "-m", "vit_b61"], "did you mean vit_b16"),
         (["flops", "-m", "tiny", "--positions", "1.5"], "[0, 1]"),
-        (["flops", "-m", "tiny", "--positions", "0.2,x"], "comma-separated"),
-        (["flops", "-m", "tiny", "--tokens", "0"], "positive integer"),
+        (["flops", "-m", "tiny", "--positions", "0.2,x"], "--positions must be a number in [0, 1], got 'x'"),
+        (["flops", "-m", "tiny", "--tokens", "0"], "--tokens must be an integer in [1, 4096], got 0"),
         (["flops", "-m", "tiny", "--tokens", "17"], "more than the 16 patch tokens"),
         (["flops", "-m", "tiny", "--img-size", "36"], "not divisible"),
         (["flops", "-m", "tiny", "--format", "xml"], "--format"),

@@ -12,9 +12,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tlbench.cli import app
-from tlbench.data import clips
 from tlbench.data.digits import MNIST_TEST_PER_CLASS, _mnist, stratified_split
-from tlbench.data.sources import check_spec, is_video_spec, iter_batches, load_splits, parse_spec
+from tlbench.data.sources import (
+    check_spec,
+    clips,
+    is_video_spec,
+    iter_batches,
+    load_splits,
+    parse_spec,
+)
 from tlbench.errors import DataError
 
 runner = CliRunner()
@@ -270,7 +276,7 @@ def test_moving_mnist_boxes_hold_the_ink() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("moving_mnist:frames=0", "moving_mnist needs frames >= 1"),
+        ("moving_mnist:frames=0", "moving_mnist option frames must be an integer in [1, 64], got 0"),
         ("moving_mnist:color=3", "bad moving_mnist option 'color=3'"),
         ("moving_mnist:speed=x", "moving_mnist option speed must be a number, got 'x'"),
     ],

@@ -42,9 +42,9 @@ def test_all_positions() -> None:
     ("text", "message"),
     [
         ("[grid]\npositon = [0.5]\n", "unknown key grid.positon"),
-        ("[grid]\npositions = [1.5]\n", "grid.positions must lie in [0, 1]"),
+        ("[grid]\npositions = [1.5]\n", "grid.positions must be a number in [0, 1], got 1.5"),
         ("[grid]\npositions = 0.5\n", "grid.positions must be"),
-        ("[quality]\nsteps = -1\n", "quality.steps must be >= 0"),
+        ("[quality]\nsteps = -1\n", "quality.steps must be an integer in [0, 10,000,000], got -1"),
         ("[quality]\nshots = [0]\n", "quality.shots"),
         ("[speed]\nbatch_size = \"big\"\n", "speed.batch_size"),
         ("[speed]\ndtype = \"int8\"\n", "speed.dtype"),

@@ -239,7 +239,7 @@ def test_a_preempted_unit_requeues_itself() -> None:
         (["--executor", "cloud"], "executor.kind must be one of inline, local, slurm, debug"),
         (["--set", 'executor.gpus_per_node="two"'], "executor.gpus_per_node must be an integer"),
         (["--set", "executor.partition=3"], "executor.partition must be a string"),
-        (["--set", "executor.workers=0"], "executor.workers must be positive"),
+        (["--set", "executor.workers=0"], "executor.workers must be an integer in [1, 1024], got 0"),
     ],
 )
 def test_bad_executor_settings_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tlbench.config",),
     ("tlbench.reducers", "tlbench.backbones", "tlbench.data"),
     ("tlbench.core",),
+    ("tlbench.bounds",),
     ("tlbench.results",),
     ("tlbench.schema",),
     ("tlbench.files",),

@@ -98,7 +98,7 @@ def write_folder(root: Path, n: int) -> None:
     [
         (["--probe-data", "folder:/no/such/dir"], "data folder not found"),
         (["--train-data", "cifar11"], "unknown dataset 'cifar11'"),
-        (["--position", "1.5"], "position must be in [0, 1]"),
+        (["--position", "1.5"], "--position must be a number in [0, 1], got 1.5"),
         (["--shots", "1,x"], "--shots"),
     ],
 )
@@ -133,5 +133,5 @@ def test_hopeless_budget_is_refused_from_flops_before_building(monkeypatch) -> N
 def test_cli_refuses_a_ridge_lambda_that_is_not_positive(lam: str) -> None:
     result = CliRunner().invoke(app, ["probe", "-m", "tiny", "--steps", "0", "--l2-reg", lam,
                                       "--probe-data", "digits", "--shots", "1"])  # fmt: skip
-    assert result.exit_code == 2 and "must be a positive number" in result.output, result.output
+    assert result.exit_code == 2 and "--l2-reg must be a" in result.output and "in (0, " in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1

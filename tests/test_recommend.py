@@ -144,7 +144,7 @@ def test_json_output() -> None:
         ([str(only_run("vit_b16_methods_compute")), "--max-accuracy-drop", "1"], "needs fewshot_acc rows"),
         ([str(RUN), "--max-accuracy-drop", "1", "--dataset", "cifar10"], "the run probed digits, mnist"),
         ([str(RUN), "--max-accuracy-drop", "1", "--shots", "3"], "the run measured 1, 5, 10, 25 shots"),
-        ([str(RUN), "--max-gflops", "-1"], "must be a number >= 0"),
+        ([str(RUN), "--max-gflops", "-1"], "--max-gflops must be a number in [0, 1,000,000,000], got -1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:

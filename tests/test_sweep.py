@@ -352,7 +352,7 @@ def test_a_unit_is_done_when_recorded_not_when_a_row_exists(smoke_run: Path, tmp
     [
         (["--set", 'quality.train_data="folder:/nonexistent/train"'], "data folder not found"),
         (["--set", 'name="../../escape"'], "name must be letters"),
-        (["--set", "quality.l2_reg=-1.0"], "l2_reg must be a positive number"),
+        (["--set", "quality.l2_reg=-1.0"], "quality.l2_reg must be a number in (0, 1,000,000,000,000], got -1"),
     ],
 )
 def test_bad_sweep_settings_fail_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ def test_reducers_that_cannot_act_per_time_step_refuse_video() -> None:
     ("args", "message"),
     [
         (["--frames", "7"], "tubelet time size 2"),
-        (["--frames", "0"], "positive multiple"),
+        (["--frames", "0"], "--frames must be an integer in [1, 256], got 0"),
         (["--img-size", "30"], "not divisible"),
         (["--method", "pool"], "cannot act per time step"),
     ],

@@ -27,7 +27,56 @@ METHOD_HELP = ("Token reduction method: tokenlearner, patchmerger, pool, random,
                "on; needs --param r=R; S is then derived) (tlbench/reducers/); S is the number "
                "of tokens it keeps.")
 PARAM_HELP = "A method parameter, NAME=INTEGER (repeatable; a name given twice is a grid): r=13 for tome_r."
+
+
+class CheckedGroup(typer.core.TyperGroup):
+    """The app's commands, each checking its input before it runs, in one place (so a new option
+    is covered without anyone remembering): every option against tlbench.bounds (numbers in range,
+    no empty value), and a value Click cannot parse (`--count abc`) as one `error:` line, exit 2."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for command in self.commands.values():
+            command.callback = _checked(command)
+
+    def invoke(self, ctx: Any) -> Any:
+        usage_error = typer.BadParameter.__mro__[1]  # Click's UsageError (typer vendors Click)
+        try:
+            return super().invoke(ctx)
+        except usage_error as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                raise
+            name = e.ctx.command_path if e.ctx is not None else "tlbench"
+            err_console.print(f"[bold red]error:[/] {e.format_message()} (see {name} -h)",
+                              highlight=False, soft_wrap=True)  # fmt: skip
+            raise typer.Exit(code=2) from None
+
+
+def _checked(command: Any) -> Any:
+    """The command's callback, after bounds.check_option on each of its parameters."""
+    import functools
+
+    from tlbench.bounds import check_option
+    from tlbench.files import check_path
+
+    inner = command.callback
+
+    @functools.wraps(inner)
+    def run(**kwargs: Any) -> Any:
+        with user_errors():
+            for p in command.params:
+                name = max(p.opts, key=len) if p.opts[0].startswith("-") else p.name.upper()
+                if isinstance(kwargs.get(p.name), Path):
+                    check_path(kwargs[p.name], name)
+                elif p.name in kwargs and name.startswith("-"):
+                    check_option(command.name, name, kwargs[p.name])
+        return inner(**kwargs)
+
+    return run
+
+
 app = typer.Typer(
+    cls=CheckedGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -41,11 +90,26 @@ err_console = Console(stderr=True)
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a TLBenchError into one line on stderr and exit code 2 (no traceback)."""
-    try:
-        yield
-    except TLBenchError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+    import warnings
+
+    with warnings.catch_warnings():  # restores showwarning on exit
+        warnings.showwarning = _warning_line
+        try:
+            yield
+        except TLBenchError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+
+def _warning_line(message: Any, category: type, filename: str, lineno: int, *rest: Any) -> None:
+    """tlbench's own warnings as one `warning:` line (not a file and line of our source); others
+    as Python prints them."""
+    import warnings
+
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        warnings._showwarning_orig(message, category, filename, lineno, *rest)  # type: ignore[attr-defined]
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
@@ -343,7 +407,10 @@ def sweep(
         from tlbench.config import load_sweep
 
         given = resume is None or bool(config or overrides)  # --resume alone: the run's own config
-        cfg = load_sweep(config, overrides) if given else None
+        from tlbench.study.sweep import stored_config
+
+        base = stored_config(resume) if resume is not None and config is None else None  # --set over the run's own
+        cfg = load_sweep(config, overrides, base=base) if given else None
         if cfg is not None and model and config is None and cfg.name == "default":
             from dataclasses import replace
 
@@ -594,8 +661,10 @@ def probe(
 
         if threads:
             torch.set_num_threads(threads)
-        quality = QualityConfig(train_data=train_data, probe_data=tuple(probes), steps=steps,
-                                batch_size=batch_size, lr=lr, shots=tuple(shot_list), seeds=seeds,
+        from tlbench.config import quality_config
+
+        quality = quality_config("tlbench probe", train_data=train_data, probe_data=probes, steps=steps,
+                                batch_size=batch_size, lr=lr, shots=shot_list, seeds=seeds,
                                 l2_reg=lam, device=str(resolve_device(device)), budget_s=budget,
                                 init_reference=init_reference)  # fmt: skip
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tlbench.bounds import check_fields
 from tlbench.errors import ConfigError
 
 # speed.dtype: float32, autocast, or "pure" (weights and input cast, no autocast); speed.compile_mode
@@ -165,16 +166,20 @@ class SweepConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
-def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None) -> SweepConfig:
-    """A sweep file (or the built-in default when None) with `key=value` overrides applied."""
-    where = str(path) if path else "built-in default"
-    data: dict[str, Any] = {}
+def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None,
+               base: SweepConfig | None = None) -> SweepConfig:  # fmt: skip
+    """A sweep file (or `base`, or the built-in default, when None) with `key=value` overrides
+    applied (`base`: a run's own config, which `--resume RUN --set ...` overrides)."""
+    from tlbench.files import read_text
+
+    where = str(path) if path else "built-in default" if base is None else "the run's config"
+    data: dict[str, Any] = json.loads(json.dumps(to_dict(base))) if base is not None else {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
+        if not path.is_file() and not path.is_dir():
             raise ConfigError(f"sweep file not found: {path}")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(read_text(path, "sweep file"))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML ({e})") from None
     for item in overrides or []:
@@ -187,6 +192,12 @@ def load_sweep(path: str | Path | None = None, overrides: list[str] | None = Non
 
 def from_dict(data: dict[str, Any], where: str = "config") -> SweepConfig:
     return _build(SweepConfig, data, where, "")
+
+
+def quality_config(where: str, **values: Any) -> QualityConfig:
+    """A QualityConfig checked as a sweep's [quality] table is (`tlbench probe` builds its own)."""
+    return _build(QualityConfig, {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+                  where, "quality.")  # fmt: skip
 
 
 def to_dict(config: SweepConfig) -> dict[str, Any]:
@@ -255,6 +266,7 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
         else:
             kwargs[name] = _coerce(value, hint, where, key)
     config = cls(**kwargs)
+    check_fields(config, where, prefix)  # numbers in range, no empty strings or lists (tlbench.bounds)
     if isinstance(config, ModelConfig) and config.names:  # name := names[0]; one name is `name`
         config = dataclasses.replace(config, name=config.names[0],
                                      names=config.names if len(config.names) > 1 else ())  # fmt: skip
@@ -325,11 +337,6 @@ def _validate(config: Any, where: str, prefix: str) -> None:
     if isinstance(config, GridConfig):
         if isinstance(config.positions, str) and config.positions != "all":
             raise bad("positions", f"must be a list of numbers or 'all', got {config.positions!r}")
-        for p in () if isinstance(config.positions, str) else config.positions:
-            if not 0 <= p <= 1:
-                raise bad("positions", f"must lie in [0, 1], got {p}")
-        if not config.tokens or min(config.tokens) < 1:
-            raise bad("tokens", "must be positive integers")
         if config.version not in ("1.1", "1.0"):
             raise bad("version", f"must be '1.1' or '1.0', got {config.version!r}")
 
@@ -361,37 +368,16 @@ def _validate(config: Any, where: str, prefix: str) -> None:
         if config.compile_mode not in COMPILE_MODES:
             raise bad("compile_mode", f"must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
     if isinstance(config, QualityConfig):
-        for key in ("steps", "distill_steps", "batch_size", "seeds"):
-            if getattr(config, key) < (0 if "steps" in key else 1):
-                raise bad(key, f"must be {'>= 0' if 'steps' in key else 'positive'}")
-        if config.workers != "auto" and (isinstance(config.workers, str) or config.workers < 1):
+        # (numbers: their ranges are in tlbench.bounds.SWEEP, checked for every field by _build)
+        if isinstance(config.workers, str) and config.workers != "auto":
             raise bad("workers", f"must be a positive integer or 'auto', got {config.workers!r}")
-        if config.threads is not None and config.threads < 1:
-            raise bad("threads", f"must be a positive integer, got {config.threads}")
-        if not config.shots or min(config.shots) < 1:
-            raise bad("shots", "must be positive integers")
-        if not config.probe_data:
-            raise bad("probe_data", "needs at least one dataset")
-        if config.l2_reg != "cv" and (isinstance(config.l2_reg, str) or not 0 < config.l2_reg < float("inf")):
+        if isinstance(config.l2_reg, str) and config.l2_reg != "cv":
             raise bad("l2_reg", f"must be a positive number or 'cv', got {config.l2_reg!r}")
-        if not config.lr > 0 or config.lr == float("inf"):
-            raise bad("lr", f"must be a positive number, got {config.lr}")
-        if not config.save_every_s >= 0:
-            raise bad("save_every_s", f"must be >= 0, got {config.save_every_s}")
         if config.adapt not in ADAPT:
             raise bad("adapt", f"must be one of {', '.join(ADAPT)}, got {config.adapt!r}")
     if isinstance(config, ExecutorConfig):
         if config.kind not in EXECUTORS:
             raise bad("kind", f"must be one of {', '.join(EXECUTORS)}, got {config.kind!r}")
-        for key in ("workers", "gpus_per_node", "cpus_per_task", "timeout_min", "max_requeues"):
-            value = getattr(config, key)
-            if value is not None and value < (0 if key in ("gpus_per_node", "max_requeues") else 1):
-                raise bad(key, f"must be {'>= 0' if key in ('gpus_per_node', 'max_requeues') else 'positive'}, got {value}")
-    if isinstance(config, SpeedConfig):
-        if config.rounds is not None and config.rounds < 1:
-            raise bad("rounds", f"must be >= 1, got {config.rounds}")
-        if config.time_cap_s is not None and not config.time_cap_s > 0:
-            raise bad("time_cap_s", f"must be positive, got {config.time_cap_s}")
     for key in ("device",):
         dev = getattr(config, key, None)
         if dev is not None and dev not in ("auto", "cpu", "cuda") and not dev.startswith("cuda:"):

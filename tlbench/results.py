@@ -92,10 +92,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise ResultsError(f"{path}: not a tlbench run (no {MANIFEST})")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}:{e.lineno}: corrupt manifest ({e.msg})") from None
+    doc = files.read_json(path, "manifest", ResultsError)  # unreadable, not UTF-8, not JSON: one line
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise ResultsError(f"{path}: not a tlbench manifest (expected an object with a 'config' table)")
     return doc

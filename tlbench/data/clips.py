@@ -33,9 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
+from tlbench.bounds import CLIP_PIXELS, MOVING_MNIST
 from tlbench.data.digits import MNIST_TEST_PER_CLASS, _mnist, stratified_split
 from tlbench.data.images import _load_image, _pil_transform
-from tlbench.errors import DataError
+from tlbench.errors import ConfigError, DataError
 
 NAME = "moving_mnist"
 INK = 0.1  # a pixel brighter than this is the digit's (for its box)
@@ -64,19 +65,18 @@ def parse_options(spec: str) -> MovingMNIST:
         key = key.strip()
         try:
             values[key] = float(text) if kinds[key] == "float" else int(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise DataError(f"{NAME} option {key} must be a number, got {text!r}") from None
+
+    try:  # each option's range, declared once in tlbench.bounds
+        for key, value in values.items():
+            MOVING_MNIST[key].check(value, f"{NAME} option {key}")
+    except ConfigError as e:
+        raise DataError(str(e)) from None
     opts = MovingMNIST(**values)  # type: ignore[arg-type]
-    if (
-        opts.frames < 1
-        or opts.size < 8
-        or not 0.1 <= opts.digit <= 1
-        or opts.speed < 0
-        or opts.seed < 0
-    ):
-        raise DataError(
-            f"{NAME} needs frames >= 1, size >= 8, 0.1 <= digit <= 1, speed >= 0 and seed >= 0, got {rest}"
-        )
+    if opts.frames * opts.size**2 > CLIP_PIXELS:
+        raise DataError(f"{NAME}: frames x size^2 is at most {CLIP_PIXELS:,} pixels per clip (e.g. 16 frames of 64 px): "
+                        f"every clip is generated in memory; got {opts.frames} x {opts.size}^2")  # fmt: skip
     return opts
 
 

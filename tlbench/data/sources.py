@@ -24,6 +24,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +259,10 @@ def _check_class_dirs(path: Path, *, split_layout: bool, kind: str = "folder") -
             f"need 2 or more ({expected})"
         )
     if len(classes) > 1:
+        empty = [c for c in classes if _is_empty(path / c)]  # one entry read per folder, not a walk
+        if empty:
+            raise DataError(f"{path}: class folder(s) {', '.join(empty)} of {len(classes)} are empty; "
+                            "add images to them or remove them")  # fmt: skip
         return
     only = path / classes[0]
     # one level too deep? a class folder holds image files, but may hold clip folders
@@ -270,14 +275,21 @@ def _check_class_dirs(path: Path, *, split_layout: bool, kind: str = "folder") -
     raise DataError(f"{path} has 1 class folder ({classes[0]!r}), need 2 or more; {fix}")
 
 
+def _is_empty(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
+
+
 def _image_folder(path: Path, img_size: int) -> Dataset:
     from torchvision.datasets import ImageFolder
 
     try:
         return ImageFolder(str(path), transform=_pil_transform(img_size), loader=_load_image)
-    except FileNotFoundError:
+    except FileNotFoundError as e:  # torchvision: "Found no valid file for the classes c, d. ..."
+        some = re.search(r"for the classes (.+?)\. ", str(e))
+        where = f": class folder(s) {some.group(1)} hold no image files" if some else ""
         raise DataError(
-            f"no images found under {path} (expected {path}/CLASS/IMAGE.jpg|png)"
+            f"no images found under {path}{where} (expected {path}/CLASS/IMAGE.jpg|png)"
         ) from None
 
 

@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tlbench import files
 from tlbench.backbones.vit import model_info
 from tlbench.config import ModelConfig, QualityConfig
 from tlbench.core import ModelInfo, Variant
 from tlbench.data.sources import (
     ImageSet,
+    check_spec,
     is_video_spec,
     iter_batches,
     load_splits,
@@ -220,14 +222,19 @@ def run_probe_variant(
     if q.l2_reg != "cv" and (isinstance(q.l2_reg, str) or not 0 < q.l2_reg < float("inf")):
         raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {q.l2_reg!r}")
     parse_spec(q.train_data)  # an unknown name fails now, even when steps == 0
+    for spec in ([q.train_data] if steps else []) + list(q.probe_data):
+        check_spec(spec, download=download)  # a spec's options and folders, before any estimate or work
     check_data_fits(variant.model, [q.train_data, *q.probe_data] if steps else q.probe_data, img_size)
     device = str(resolve_device(q.device))
     info = model_info(variant.model, img_size)
     init = backbone_init(checkpoint_path, pretrained)
+    if checkpoint_path is not None and not Path(checkpoint_path).is_file():  # before any work
+        raise ConfigError(f"checkpoint file not found: {checkpoint_path}")
     ckpt = None
     if checkpoint_dir is not None and steps:
         tag = "distill-" if distill else ""
         ckpt = Path(checkpoint_dir) / checkpoint_name(variant, q.train_data, steps, seed, tag + init)
+        files.check_path(ckpt, "checkpoint")  # a checkpoint folder that is a file: refused before training
     todo = 0 if ckpt is not None and is_finished(ckpt) else steps
     floor_check(variant, info, todo, q.batch_size, device, q.budget_s)
     what = _what(variant, todo, device, "distillation" if distill else "training")

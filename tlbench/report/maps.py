@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tlbench import results
+from tlbench import files, results
 from tlbench.data.images import _load_image, _pil_transform
 from tlbench.data.sources import BUILTIN, load_splits, parse_spec
 from tlbench.errors import ConfigError, DataError
@@ -193,6 +193,6 @@ def run_maps(run_dir: str | Path, out_dir: str | Path | None = None, plot_count:
                          version=v.version, images=len(imgs), **digit_mass(imgs, maps, threshold)))  # fmt: skip
     if rows:
         csv = out / "maps.csv"
-        pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.6g")
+        files.write_text(csv, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
         paths.append(csv)
     return paths

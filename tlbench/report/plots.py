@@ -415,7 +415,7 @@ def _draw(df: pd.DataFrame, figures: dict[str, Any], out_dir: Path, suffix: str,
                      color="tab:red", ha="left", va="top", wrap=True)  # fmt: skip
         for ext in ("png", "pdf"):
             path = out_dir / f"{name}{suffix}.{ext}"
-            fig.savefig(path, bbox_inches="tight")
+            files.write_with(path, lambda tmp, ext=ext, fig=fig: fig.savefig(tmp, format=ext, bbox_inches="tight"))
             written.append(path)
         plt.close(fig)
     return written

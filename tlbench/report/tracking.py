@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tlbench import files
 from tlbench.data.clips import even_indices
 from tlbench.data.sources import load_splits
 from tlbench.report.style import apply_style
@@ -161,6 +162,6 @@ def run_video_maps(run: Path, meta: dict, out: Path, spec: str, plot_count: int 
                              box_share=float(masks.mean())))  # fmt: skip
     if rows:
         csv = out / "tracking.csv"
-        pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.6g")
+        files.write_text(csv, pd.DataFrame(rows).to_csv(index=False, float_format="%.6g"))
         paths.append(csv)
     return paths

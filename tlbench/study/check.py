@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tlbench import files
 from tlbench.core import DEFAULT_METHOD
 from tlbench.errors import ConfigError, ResultsError, TLBenchError
 from tlbench.measure.flops import count_variants
@@ -84,10 +85,7 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"baseline file not found: {path}")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}:{e.lineno}: corrupt baseline ({e.msg})") from None
+    doc = files.read_json(path, "baseline", ResultsError)  # unreadable, not UTF-8, not JSON: one line
     validate_baseline(doc, path)
     return doc
 
@@ -205,9 +203,7 @@ def run_check(
 
 
 def write_baseline(path: str | Path, doc: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    files.write_text(path, json.dumps(doc, indent=2) + "\n")  # a refused path: one line, the old file kept
 
 
 def new_baseline(path: str | Path, grids: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import tlbench
+from tlbench import files
 from tlbench.measure.flops import VariantFlops, count_variants
 from tlbench.report.style import BASE_COLOR, apply_style, position_label
 from tlbench.study.manifest import git_sha
@@ -61,11 +62,10 @@ def write_comparison(rows: list[VariantFlops], out_dir: str | Path) -> list[Path
     import torch
 
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = files.make_dir(out_dir)  # a refused path: one line
     records = [{"label": label(r), **{k: v for k, v in asdict(r).items() if k != "zero_ops"}}
                for r in rows]  # fmt: skip
-    pd.DataFrame(records).to_csv(out / "compute.csv", index=False)
+    files.write_text(out / "compute.csv", pd.DataFrame(records).to_csv(index=False))
     meta = {
         "rows": records,
         "convention": "fvcore: 1 multiply-add = 1 FLOP, per image; params include a 1000-class head",
@@ -75,7 +75,7 @@ def write_comparison(rows: list[VariantFlops], out_dir: str | Path) -> list[Path
         "git_sha": git_sha(),
         "argv": sys.argv,
     }
-    (out / "compute.json").write_text(json.dumps(meta, indent=2) + "\n")
+    files.write_text(out / "compute.json", json.dumps(meta, indent=2) + "\n")
     return [out / "compute.csv", out / "compute.json", *plot_comparison(records, out)]
 
 
@@ -99,7 +99,10 @@ def plot_comparison(records: list[dict], out_dir: Path) -> list[Path]:
     fig.suptitle("TokenLearner at smaller patches vs bigger plain ViTs, 224 px (fvcore)")
     fig.tight_layout()
     paths = [out_dir / "compute.png", out_dir / "compute.pdf"]
-    for path in paths:
-        fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+
+    try:
+        for path in paths:
+            files.write_with(path, lambda tmp, p=path: fig.savefig(tmp, format=p.suffix[1:], bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return paths

@@ -20,6 +20,7 @@ from tlbench.config import SweepConfig, config_diff, from_dict, with_executor
 from tlbench.core import Variant
 from tlbench.data.sources import check_spec
 from tlbench.errors import ConfigError
+from tlbench.measure.throughput import resolve_device
 from tlbench.quality.probe import (
     check_data_fits,
 )
@@ -140,10 +141,8 @@ def run_sweep(
     check_inputs(config)
     variants = expand(config)
     if resume is None:
-        run_dir = files.inside(out, config.name, run_id(config))
-        if run_dir.exists():
-            raise ConfigError(f"run directory {run_dir} exists already; use --resume {run_dir}")
-        files.make_dir(run_dir)
+        where = files.inside(out, config.name, run_id(config))
+        run_dir = files.new_dir(where.parent, where.name)  # -2, -3 when started in the same second
     with files.RunLock(run_dir):
         if resume is None:
             results.write_manifest(run_dir, manifest_for(config, variants, run_dir.name))
@@ -164,6 +163,9 @@ def run_sweep(
 
 def check_inputs(config: SweepConfig) -> None:
     """Refuse in one line, before any work, what would only fail later (a missing data folder)."""
+    for section in (config.speed, config.quality):  # --device cuda on a machine without one
+        if section.enabled:
+            resolve_device(section.device)
 
     if config.executor.kind != "inline":
 
