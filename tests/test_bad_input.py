@@ -322,6 +322,8 @@ PATHS: dict[tuple[str, str], tuple[str, list[str]]] = {
     ("sweep", "--resume"): ("run", ["sweep", "--resume", "X"]),
     ("plot", "RUN_DIR"): ("run", ["plot", "X"]),
     ("plot", "--out"): ("outdir", ["plot", "RUN", "--out", "X"]),
+    ("report", "--out"): ("stem", ["report", "RUN", "--out", "X"]),
+    ("bench", "--figure"): ("stem", ["bench", "-m", "tiny", "--positions", "0.5", "--rounds", "1", "--figure", "X"]),
     ("check", "--baseline"): ("file", ["check", "--baseline", "X"]),
     ("compare", "RUN"): ("run", ["compare", "X", "RUN"]),
     ("compare", "REFERENCE"): ("run", ["compare", "RUN", "X"]),

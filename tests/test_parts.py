@@ -195,7 +195,7 @@ def _contract(name: str, methods: list[str], img: int | None = None) -> None:
         for v in variants:
             with torch.no_grad():
                 assert models[v.name](x).shape == (2, info.num_classes)
-            got = count_flops_composed(models[v.name], img, cache=cache).flops
+            got = count_flops_composed(models[v.name], img, cache=cache, variant=v).flops
             assert got == analytic_flops(info, v), (method, v.name)
         with torch.no_grad():
             torch.testing.assert_close(models["baseline"](x), before)
@@ -229,7 +229,7 @@ def test_distilled_deit_pools_patch_tokens_and_counts_exactly() -> None:
         feats = base.forward_features(x)
         torch.testing.assert_close(base.forward_head(feats, pre_logits=True), feats[:, 2:].mean(1))
     for v in variants:
-        assert count_flops_composed(models[v.name], 64).flops == analytic_flops(info, v)
+        assert count_flops_composed(models[v.name], 64, variant=v).flops == analytic_flops(info, v)
 
 
 # --- timm's Eva class (EVA-02: RoPE, SwiGLU, sub-LN) -------------------------------------------
@@ -284,7 +284,7 @@ def test_eva_baseline_applies_rope_and_reducers_stop_it() -> None:
         k = model_info(name, img).depth
         blocks = list(models["pool-p1-s16"].blocks)
         assert len(blocks) == k + 1 and not isinstance(blocks[k], type(blocks[0]))
-        assert count_flops_composed(models["pool-p0.5-s16"], img).flops == analytic_flops(
+        assert count_flops_composed(models["pool-p0.5-s16"], img, variant=variants[1]).flops == analytic_flops(
             model_info(name, img), variants[1]
         )
     with pytest.raises(ConfigError, match="EvaAttention .RoPE by grid position."):

@@ -83,7 +83,7 @@ def timing(round_ms: Sequence[float]) -> Timing:
 
 
 ADAPT: dict[str, Any] = {"input_size": (3, 4, 4), "batch_size": 1, "device": "cpu", "threads": 1,
-                         "warmup": 0, "iters": 1}  # fmt: skip
+                         "warmup": 0, "iters": 1, "roofline": False}  # fmt: skip
 
 
 class OOMAbove(nn.Module):

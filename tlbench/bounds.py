@@ -87,6 +87,11 @@ SWEEP: dict[str, Bound] = {
     "speed.batch_size": Bound(1, 4096, integer=True, why=MEMORY, words=("auto",)),
     "speed.rounds": Bound(1, 10_000, integer=True, why="each round times every variant once"),
     "speed.time_cap_s": Bound(0, 86_400, above=True, why="a day of timing"),
+    "speed.warmup": Bound(0, 10_000, integer=True),
+    "speed.iters": Bound(1, 100_000, integer=True, why="each round runs every variant this often"),
+    "speed.threads": Bound(1, 1024, integer=True),
+    "speed.target_ci": Bound(0, 1, above=True),  # a relative half-width
+    "speed.max_rounds": Bound(1, 100_000, integer=True, why="each round times every variant once"),
     "quality.steps": Bound(0, 10_000_000, integer=True),
     "quality.batch_size": Bound(1, 4096, integer=True, why=MEMORY),
     "quality.lr": Bound(0, 10, above=True, why="AdamW diverges far below that"),
