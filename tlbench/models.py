@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlbench.backbones import dinov2
 from tlbench.errors import ConfigError
 from tlbench.reducers import DEFAULT_METHOD, REDUCERS, check_params, get_reducer
 from tlbench.support import (
@@ -114,6 +115,7 @@ DESCRIPTIONS = {
     "vit_l10": "ViT-L/16 with 10 px patches (paper's L/10): 22 x 22 grid at 224 px",
     "vit_l8": "ViT-L/16 with 8 px patches (paper's L/8): 28 x 28 grid at 224 px",
     "vit_g14": "ViT-G/14 (vit_gigantic_patch14_224): 48 blocks, width 1664, MLP 8192",
+    "dinov2_s14": "vit_small_patch14_dinov2 at 224 px; --pretrained: DINOv2 offline (docs/dinov2.md)",
     **VIDEO_DESCRIPTIONS,
 }
 
@@ -194,7 +196,7 @@ def resolve_model(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
-    if name in CUSTOM_MODELS or name in REPATCHED or name in VIDEO_MODELS:
+    if name in CUSTOM_MODELS or name in REPATCHED or name in VIDEO_MODELS or name == dinov2.ALIAS:
         return name
     if name.split(".")[0] in _timm_vit_names():
         reason = _probe_reason(name.split(".")[0])
@@ -253,10 +255,12 @@ def _create(
         if img_size is not None:
             args["img_size"] = img_size
         stock = name
+        if name == dinov2.ALIAS:  # timm's model; its weights come offline, below, not from the hub
+            stock, args["img_size"] = dinov2.TIMM_NAME, img_size or dinov2.DEFAULT_IMG_SIZE
         if name in REPATCHED:  # the stock model's weights, resampled by timm to the new patch
             stock, args["patch_size"] = REPATCHED[name]
         try:
-            model = timm.create_model(stock, pretrained=pretrained, **args)
+            model = timm.create_model(stock, pretrained=pretrained and name != dinov2.ALIAS, **args)
         except (
             RuntimeError,
             OSError,
@@ -269,6 +273,8 @@ def _create(
             raise ConfigError(
                 f"{name} cannot take tlbench's average-pool head: {_first_line(e)}"
             ) from None
+        if pretrained and name == dinov2.ALIAS:
+            dinov2.load_pretrained(model)
     if not isinstance(model, VisionTransformer):
         raise ConfigError(f"{name} is a {type(model).__name__}, not a timm VisionTransformer")
     if getattr(model, "pool_include_prefix", False):  # e.g. test_vit3: keep the head convention

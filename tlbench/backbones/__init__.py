@@ -1,0 +1,1 @@
+"""Model families beyond the stock timm ViTs: offline pretrained weights (dinov2)."""
