@@ -184,7 +184,7 @@ def models(
     table = Table(title="tlbench model aliases (any timm VisionTransformer name works too)")
     for col in ("alias", "model", "depth", "width", "heads", "patch", "img", "tokens"):
         table.add_column(col, justify="left" if col in ("alias", "model") else "right")
-    for alias in [*CUSTOM_MODELS, *ALIASES, *REPATCHED, *VIDEO_MODELS]:
+    for alias in [*CUSTOM_MODELS, *ALIASES, *REPATCHED, *VIDEO_MODELS, "dinov2_s14"]:
         i = model_info(alias)
         table.add_row(alias, DESCRIPTIONS.get(alias, i.name), str(i.depth), str(i.embed_dim),
                       str(i.num_heads), str(i.patch_size), str(i.img_size[0]),

@@ -85,6 +85,7 @@ DESCRIPTIONS = {
     "vit_l10": "ViT-L/16 with 10 px patches (paper's L/10): 22 x 22 grid at 224 px",
     "vit_l8": "ViT-L/16 with 8 px patches (paper's L/8): 28 x 28 grid at 224 px",
     "vit_g14": "ViT-G/14 (vit_gigantic_patch14_224): 48 blocks, width 1664, MLP 8192",
+    "dinov2_s14": "vit_small_patch14_dinov2 at 224 px; --pretrained: DINOv2 offline (docs/dinov2.md)",
     **VIDEO_DESCRIPTIONS,
 }
 

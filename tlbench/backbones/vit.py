@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tlbench.backbones import eva, parts
+from tlbench.backbones import dinov2, eva, parts
 from tlbench.backbones.distilled import with_average_pool
 from tlbench.backbones.eva import eva_names
 from tlbench.backbones.registry import ALIASES, CUSTOM_MODELS, REPATCHED, SINCOS_INIT
@@ -39,7 +39,7 @@ def resolve_model(name: str) -> str:
     name = name.strip()
     if name in ALIASES:
         return ALIASES[name]
-    if name in CUSTOM_MODELS or name in REPATCHED or name in VIDEO_MODELS:
+    if name in CUSTOM_MODELS or name in REPATCHED or name in VIDEO_MODELS or name == dinov2.ALIAS:
         return name
     if name.split(".")[0] in _timm_vit_names():
         reason = _probe_reason(name.split(".")[0])
@@ -88,19 +88,24 @@ def create(
         if name in eva_names():  # timm's Eva names its fc_norm switch differently
             args["use_fc_norm"] = args.pop("fc_norm")
             args.pop("weight_init", None)  # Eva has no switch to skip its init
+        if name == dinov2.ALIAS:  # timm's model; its weights come offline, below, not from the hub
+            stock, args["img_size"] = dinov2.TIMM_NAME, img_size or dinov2.DEFAULT_IMG_SIZE
         if name in REPATCHED:  # the stock model's weights, resampled by timm to the new patch
             stock, args["patch_size"] = REPATCHED[name]
+        hub = pretrained and name != dinov2.ALIAS
         try:
             try:
-                model = timm.create_model(stock, pretrained=pretrained, **args)
+                model = timm.create_model(stock, pretrained=hub, **args)
             except AssertionError as e:  # timm asserts on head args: distilled DeiTs read 2 tokens
                 if "distilled" not in str(e):
                     raise ConfigError(f"{name} cannot take tlbench's average-pool head: {_first_line(e)}") from None
                 token_args = {**args, "global_pool": "token"}
-                model = with_average_pool(timm.create_model(stock, pretrained=pretrained, **token_args))
+                model = with_average_pool(timm.create_model(stock, pretrained=hub, **token_args))
         except (RuntimeError, OSError, ValueError, TypeError) as e:  # no network, bad kwargs, missing weights
             what = "load pretrained weights for" if pretrained else "build"
             raise ConfigError(f"could not {what} {name}: {_first_line(e)}") from None
+        if pretrained and name == dinov2.ALIAS:
+            dinov2.load_pretrained(model)
     if isinstance(model, eva.Eva):
         model = eva.adapt(model)
     elif not isinstance(model, VisionTransformer):

@@ -249,6 +249,9 @@ def run_probe_variant(
     build = functools.partial(build_model, img_size=img_size, pretrained=pretrained,
                               num_classes=num_classes, checkpoint_path=checkpoint_path)  # fmt: skip
     model = build(variant)
+    # re-seeded: the teacher's fresh head is the student's (a pretrained backbone has none)
+    if distill:
+        torch.manual_seed(seed)
     teacher = build(Variant(variant.model, None, None, None)) if distill else None
 
     # Estimate: measured step time x steps (0 if a finished checkpoint exists), plus feature
