@@ -102,7 +102,7 @@ def _warning_line(message: Any, category: type, filename: str, lineno: int, *res
     as Python prints them."""
     import warnings
 
-    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+    if Path(filename).resolve().is_relative_to(Path(__file__).resolve().parents[1]):  # tlbench/
         err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
     else:
         warnings._showwarning_orig(message, category, filename, lineno, *rest)  # type: ignore[attr-defined]
