@@ -32,7 +32,7 @@ from tlbench.errors import DataError
 runner = CliRunner()
 COMMANDS = typer.main.get_command(app).commands
 RUN = (
-    Path(__file__).resolve().parents[1] / "results" / "default" / "20261129-185703-cpu"
+    Path(__file__).resolve().parents[1] / "results" / "default" / "20261205-065245-cpu"
 )  # committed
 
 
