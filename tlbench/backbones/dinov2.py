@@ -21,6 +21,7 @@ converted copy belongs in a repository.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench.errors import ConfigError
-from tlbench.files import _atomic
+from tlbench.files import write_with
 
 ALIAS = "dinov2_s14"
 TIMM_NAME = "vit_small_patch14_dinov2"
@@ -191,13 +192,11 @@ def state_dict(
 
     cached = cache_path()
     if source is None and cached.is_file():
-        try:
-            return load_file(str(cached))
-        except (SafetensorError, OSError, ValueError):
-            pass  # a cut or foreign cache file: convert again and replace it
+        with contextlib.suppress(SafetensorError, OSError, ValueError):  # a cut or foreign cache file:
+            return load_file(str(cached))  # convert again below and replace it
     state = convert(source if source is not None else onnx_path(), expected_sha256)
     if source is None:
-        _atomic(
+        write_with(
             cached,
             lambda tmp: save_file(state, str(tmp), metadata={"source": MEMBER, "sha256": SHA256}),
         )
