@@ -166,6 +166,19 @@ class SweepConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
 
+R = typing.TypeVar("R")
+
+
+def with_knobs(record: R, what: str, **knobs: Any) -> R:
+    """`record` with some fields replaced (a notebook's keywords over a whole settings record);
+    an unknown name is one ConfigError listing the known ones."""
+    try:
+        return dataclasses.replace(record, **knobs)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(record))
+        raise ConfigError(f"unknown {what} setting in {sorted(knobs)}; known: {known}") from None
+
+
 def load_sweep(path: str | Path | None = None, overrides: list[str] | None = None,
                base: SweepConfig | None = None) -> SweepConfig:  # fmt: skip
     """A sweep file (or `base`, or the built-in default, when None) with `key=value` overrides

@@ -9,11 +9,10 @@ variant GFLOPs) and `efficiency` = speedup / flops_speedup (1.0: every saved FLO
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tlbench.config import GridConfig, SpeedConfig
+from tlbench.config import GridConfig, SpeedConfig, with_knobs
 from tlbench.core import DEFAULT_METHOD
 from tlbench.errors import ConfigError
 from tlbench.measure.flops import count_flops
@@ -79,11 +78,7 @@ def bench_variants(
     Returns:
         One dict per variant, baseline first, with the keys of RECORD_KEYS.
     """
-    try:
-        speed = dataclasses.replace(speed or SpeedConfig(), **knobs)
-    except TypeError:
-        known = ", ".join(f.name for f in dataclasses.fields(SpeedConfig))
-        raise ConfigError(f"unknown speed setting in {sorted(knobs)}; known: {known}") from None
+    speed = with_knobs(speed or SpeedConfig(), "speed", **knobs)
     # validate cheap arguments before building anything
     resolve_device(speed.device), resolve_dtype(speed.dtype), parse_batch_size(speed.batch_size)
     check_compile_mode(speed.compile_mode)

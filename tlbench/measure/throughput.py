@@ -15,7 +15,6 @@ Compute only; progress goes to a callback.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import os
 import platform
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tlbench.config import COMPILE_MODES, SpeedConfig
+from tlbench.config import COMPILE_MODES, SpeedConfig, with_knobs
 from tlbench.errors import ConfigError
 from tlbench.measure.kernels import attention_kernels, kernel_label
 from tlbench.measure.roofline import best_peaks, bytes_moved, measure_peaks, time_breakdown
@@ -265,11 +264,7 @@ def time_interleaved(
     Returns:
         name -> Timing, in the order of `models`.
     """
-    try:
-        speed = dataclasses.replace(speed or SpeedConfig(), **knobs)
-    except TypeError:
-        known = ", ".join(f.name for f in dataclasses.fields(SpeedConfig))
-        raise ConfigError(f"unknown speed setting in {sorted(knobs)}; known: {known}") from None
+    speed = with_knobs(speed or SpeedConfig(), "speed", **knobs)
     s = speed
     device, dtype, compile, tf32, threads = s.device, s.dtype, s.compile, s.tf32, s.threads
     warmup, rounds, iters, target_ci = s.warmup, s.rounds, s.iters, s.target_ci

@@ -25,7 +25,7 @@ from torch import nn
 
 from tlbench import files
 from tlbench.backbones.vit import model_info
-from tlbench.config import ModelConfig, QualityConfig
+from tlbench.config import ModelConfig, QualityConfig, with_knobs
 from tlbench.core import ModelInfo, Variant
 from tlbench.data.sources import (
     ImageSet,
@@ -163,11 +163,7 @@ def run_probe(
     e.g. run_probe("vit_cpu6", 0.25, steps=100, train_data="digits")."""
     variant = make_variant(model_name, position, num_tokens, version=version, fuser=fuser,
                            img_size=img_size, method=method, params=params)  # fmt: skip
-    try:
-        q = dataclasses.replace(quality or QualityConfig(), **knobs)
-    except TypeError:
-        known = ", ".join(f.name for f in dataclasses.fields(QualityConfig))
-        raise ConfigError(f"unknown quality setting in {sorted(knobs)}; known: {known}") from None
+    q = with_knobs(quality or QualityConfig(), "quality", **knobs)
     m = ModelConfig(name=model_name, img_size=img_size, pretrained=pretrained,
                     checkpoint=None if checkpoint_path is None else str(checkpoint_path))
     return run_probe_variant(variant, q, m, checkpoint_dir=checkpoint_dir, download=download,

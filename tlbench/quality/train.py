@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tlbench import files
+from tlbench.config import with_knobs
 from tlbench.data.sources import ImageSet, iter_batches, normalize
 from tlbench.errors import ConfigError, TLBenchError
 
@@ -197,10 +198,7 @@ def train(
     """
     device = torch.device(device)
     model.to(device)
-    try:
-        recipe = replace(recipe or TrainRecipe(steps=0), **knobs)
-    except TypeError:
-        raise ConfigError(f"unknown training setting in {sorted(knobs)}; known: {', '.join(TrainRecipe.__dataclass_fields__)}") from None
+    recipe = with_knobs(recipe or TrainRecipe(steps=0), "training", **knobs)
     steps, batch_size, lr, seed = recipe.steps, recipe.batch_size, recipe.lr, recipe.seed
     weight_decay, warmup_frac = recipe.weight_decay, recipe.warmup_frac
     config = _config(recipe, data, key or type(model).__name__, None if teacher is None else teacher_id)
