@@ -85,14 +85,16 @@ class Variant:
         a prefix for any other ('tome-p0.5-s8'); with `model` the resume and CI-baseline key."""
         if self.is_baseline:
             return "baseline"
-        label = self.label or self._plain_label()
-        return label if self.method == DEFAULT_METHOD else f"{self.method}-{label}"
-
-    def _plain_label(self) -> str:
-        if self.version != "1.1" or self.fuser or self.params:
+        if not self.label and (self.version != "1.1" or self.fuser or self.params):
             raise ValueError("a variant with a version, the fuser or parameters needs its label: "
                              "build it with tlbench.variants.make_variant")  # fmt: skip
-        return f"p{self.position:.4g}-s{self.num_tokens}"
+        label = self.label or plain_label(self)
+        return label if self.method == DEFAULT_METHOD else f"{self.method}-{label}"
+
+
+def plain_label(variant: Variant) -> str:
+    """'p0.25-s8': position and token count, the label most reducers give their variants."""
+    return f"p{variant.position:.4g}-s{variant.num_tokens}"
 
 
 @dataclass(frozen=True)

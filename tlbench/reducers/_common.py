@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from tlbench.core import ModelInfo, TokenSchedule, Variant
+from tlbench.core import ModelInfo, TokenSchedule, Variant, plain_label
 from tlbench.errors import ConfigError
 from tlbench.reducers.base import PerTimeStep
 
@@ -44,10 +44,6 @@ def before_block_schedule(info: ModelInfo, variant: Variant, module_macs: int) -
     s_all = info.time_steps * s  # S per time step on a video model
     tokens = (p + n,) * k + (p + s_all,) * (depth - k)
     return TokenSchedule(tokens, tokens, p + s_all, module_macs)
-
-
-def plain_label(variant: Variant) -> str:
-    return f"p{variant.position:.4g}-s{variant.num_tokens}"
 
 
 def only_defaults(method: str, variant: Variant) -> None:

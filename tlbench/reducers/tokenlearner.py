@@ -12,9 +12,9 @@ from typing import ClassVar
 
 from torch import nn
 
-from tlbench.core import ModelInfo, TokenSchedule, Variant
+from tlbench.core import ModelInfo, TokenSchedule, Variant, plain_label
 from tlbench.errors import ConfigError
-from tlbench.reducers._common import before_block_schedule, insert_before_block, plain_label
+from tlbench.reducers._common import before_block_schedule, insert_before_block
 from tlbench.reducers.base import PerTimeStep, register_reducer
 from tlbench.reducers.modules import TokenFuser, TokenFuserBlock, TokenLearner, TokenLearnerLayer
 

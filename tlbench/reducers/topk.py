@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlbench.core import ModelInfo, TokenSchedule, Variant
+from tlbench.core import ModelInfo, TokenSchedule, Variant, plain_label
 from tlbench.errors import ConfigError
-from tlbench.reducers._common import only_defaults, plain_label
+from tlbench.reducers._common import only_defaults
 from tlbench.reducers.base import register_reducer
 
 
