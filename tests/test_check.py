@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from committed import committed_run
 from typer.testing import CliRunner
 
 import tlbench.backbones.vit
@@ -231,10 +232,7 @@ def test_a_recount_with_another_number_of_models_is_one_line(tmp_path: Path, mon
 def test_compare_command_passes_a_run_against_itself_and_fails_a_changed_one(tmp_path: Path) -> None:
     import shutil
 
-    ref = ROOT / "results" / "default"
-    # The committed run is the oldest: CI runs the README's main command before the tests, and
-    # its fresh run lands beside the committed one with a later run id.
-    committed = min(p.parent for p in ref.glob("*/manifest.json"))
+    committed = committed_run("default")
     ok = CliRunner().invoke(app, ["compare", str(committed), str(committed)])
     assert ok.exit_code == 0 and "reproduced" in ok.output, ok.output
     copy = tmp_path / "run"

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from committed import committed_run
 from typer.testing import CliRunner
 
 from tlbench import results
@@ -18,8 +19,7 @@ from tlbench.errors import ConfigError
 from tlbench.report.recommend import Budget, recommend
 from tlbench.report.token_maps import from_run
 
-ROOT = Path(__file__).resolve().parents[1] / "results"
-RUN = sorted(p.parent for p in (ROOT / "default").glob("*/manifest.json"))[-1]
+RUN = committed_run("default")
 OTHER = "tiny"  # the second model: the committed run's rows, cheaper and less accurate
 runner = CliRunner()
 

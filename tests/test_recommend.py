@@ -10,6 +10,7 @@ from pathlib import Path
 from statistics import mean
 
 import pytest
+from committed import committed_run
 from typer.testing import CliRunner
 
 from tlbench.cli import app
@@ -20,9 +21,7 @@ runner = CliRunner()
 
 
 def only_run(name: str) -> Path:
-    runs = sorted(p.parent for p in (ROOT / name).glob("*/manifest.json"))
-    assert runs, f"no committed run under results/{name}"
-    return runs[-1]
+    return committed_run(name)
 
 
 RUN = only_run("methods_cpu")

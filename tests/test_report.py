@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from committed import committed_run
 from typer.testing import CliRunner
 
 from tlbench import results
@@ -20,9 +21,8 @@ from tlbench.report.charts import marks
 from tlbench.report.html import write_report
 from tlbench.report.recommend import Budget, recommend
 
-ROOT = Path(__file__).resolve().parents[1] / "results"
-DEFAULT = next((ROOT / "default").glob("*/manifest.json")).parent
-GPU = next((ROOT / "gpu_h200" / "default").glob("*/manifest.json")).parent
+DEFAULT = committed_run("default")
+GPU = committed_run("gpu_h200/default")
 runner = CliRunner()
 
 

@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from committed import committed_run
 
 from tlbench.report.html import write_report
 from tlbench.report.recommend import Budget, recommend
 
-ROOT = Path(__file__).resolve().parents[1] / "results"
-RUN = sorted(p.parent for p in (ROOT / "methods_cpu").glob("*/manifest.json"))[-1]
+RUN = committed_run("methods_cpu")
 CHROMIUM, DRIVER = (
     shutil.which("chromium") or "/usr/bin/chromium",
     shutil.which("chromedriver") or "/usr/bin/chromedriver",

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from committed import committed_run
 from typer.testing import CliRunner
 
 from tlbench import results, schema
@@ -16,7 +17,7 @@ from tlbench.cli import app
 from tlbench.errors import ResultsError
 
 ROOT = Path(__file__).resolve().parents[1] / "results"
-RUN = sorted(p.parent for p in (ROOT / "default").glob("*/manifest.json"))[-1]
+RUN = committed_run("default")
 runner = CliRunner()
 LINE = 6  # the damaged line of rows.jsonl (1-based), a compute row of a TokenLearner variant
 

@@ -7,14 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+from committed import committed_run
 from typer.testing import CliRunner
 
 from tlbench.cli import app
 from tlbench.files import RunLock, lock_holder
 from tlbench.study.status import run_status
 
-ROOT = Path(__file__).resolve().parents[1] / "results"
-RUN = sorted(p.parent for p in (ROOT / "default").glob("*/manifest.json"))[-1]
+RUN = committed_run("default")
 runner = CliRunner()
 
 
