@@ -94,3 +94,44 @@ def test_distill_sweep_writes_off_the_shelf_and_distilled_rows(tmp_path: Path) -
     assert cosine[("random-p0.5-s16", "quality_init")] == pytest.approx(1.0, abs=1e-5)
     steps = df[df["metric"] == "adapt_seconds"]["variant"]
     assert set(steps) == reducers | {"baseline"}  # the baseline trained, every reducer distilled
+
+
+def test_agreement_off_the_shelf_reuses_the_probe_and_equals_a_direct_measurement(tmp_path: Path) -> None:
+    """quality.agreement with adapt = none: every reducer gets teacher_agreement and
+    teacher_cosine in its quality stage, the baseline none. Measured from the probe's held-out
+    features, they equal teacher_agreement run on the two models directly; random dropping that
+    keeps all 16 tokens in order is the baseline itself (agreement 1, cosine 1)."""
+    from tlbench import load_results
+    from tlbench.config import load_sweep
+    from tlbench.quality.probe import teacher_agreement
+    from tlbench.study.sweep import run_sweep
+
+    config = load_sweep(ROOT / "sweeps" / "smoke.toml", overrides=[
+        "grid.methods=['random', 'pool']", "grid.positions=[0.5]", "grid.tokens=[4, 16]",
+        "quality.adapt='none'", "quality.agreement=true", "quality.train_data='digits'",
+        "quality.probe_data=['digits']", "speed.enabled=false"])  # fmt: skip
+    result = run_sweep(config, tmp_path)
+    assert not result.failed, result.failed
+    df = load_results(result.run_dir)
+    rows = df[df["metric"].isin(["teacher_agreement", "teacher_cosine"])]
+    assert set(rows["stage"]) == {"quality"}
+    assert set(rows["variant"]) == {"random-p0.5-s4", "random-p0.5-s16", "pool-p0.5-s4", "pool-p0.5-s16"}
+    got = rows.set_index(["variant", "metric"])["value"]
+    assert got[("random-p0.5-s16", "teacher_agreement")] == 1.0
+    assert got[("random-p0.5-s16", "teacher_cosine")] == pytest.approx(1.0, abs=1e-5)
+
+    # the same numbers, measured directly on the two models the sweep probed
+    (ckpt,) = (result.run_dir / "checkpoints").glob("*.pt")
+    from tlbench.data.sources import load_splits
+
+    q = config.quality
+    held = load_splits("digits", img_size=32)[1]
+    torch.manual_seed(config.seed)
+    student = build_model(make_variant(config.model.name, 0.5, 4, method="pool"), num_classes=10,
+                          checkpoint_path=ckpt)  # fmt: skip
+    torch.manual_seed(config.seed)
+    teacher = build_model(make_variant(config.model.name, None), num_classes=10, checkpoint_path=ckpt)
+    agree, cosine = teacher_agreement(student, teacher, held, q.device)
+    assert got[("pool-p0.5-s4", "teacher_agreement")] == pytest.approx(agree, abs=1e-9)
+    assert got[("pool-p0.5-s4", "teacher_cosine")] == pytest.approx(cosine, abs=1e-6)
+    assert agree < 1.0 or cosine < 0.9999  # pooling to 4 tokens changes the features

@@ -13,6 +13,7 @@ from tlbench.report.plots import (
     POSITION_MARKERS,
     accuracy_vs_gflops,
     accuracy_vs_position_adapt,
+    agreement_vs_position,
     plot_results,
     speedup_vs_flops,
 )
@@ -122,3 +123,47 @@ def test_the_adaptation_figure_names_its_stages(adapt: str | None, before: str, 
     assert len(dashed) == len(solid) == 2  # one line per method and stage
     assert all(ln.get_ydata()[0] < sl.get_ydata()[0] for ln, sl in zip(dashed, solid, strict=True))
     assert [len(ax.get_lines()) for ax in fig.axes] == [5, 5]  # + the baseline line per panel
+
+
+def with_agreement(df: pd.DataFrame, stages: tuple[str, ...]) -> pd.DataFrame:
+    """df plus teacher_cosine and teacher_agreement rows of every reducer variant at each stage:
+    higher at later positions, higher after adaptation."""
+    red = df[(df["metric"] == "gflops") & (df["variant"] != "baseline")]
+    rows = []
+    for _, r in red.iterrows():
+        for stage in stages:
+            lift = 0.3 if stage == "quality" else 0.0
+            for metric in ("teacher_cosine", "teacher_agreement"):
+                rows.append(dict(model=r["model"], variant=r["variant"], method=r["method"],
+                                 position=r["position"], num_tokens=r["num_tokens"], stage=stage,
+                                 metric=metric, value=0.5 * r["position"] + lift + 0.1,
+                                 unit="fraction", dataset="mnist"))  # fmt: skip
+    return pd.concat([df, to_frame(rows)], ignore_index=True)
+
+
+def test_the_agreement_figure_draws_each_reducer_against_the_unreduced_model(tmp_path: Path) -> None:
+    """Off the shelf (adapt = none): a solid line per series and measure, the unreduced model at 1;
+    a distill run: dashed, hollow off the shelf under the solid distilled line; no rows, no figure."""
+    plain = frame(("tokenlearner", "topk"))
+    assert agreement_vs_position(plain) is None
+    assert "agreement_vs_position.png" not in {p.name for p in plot_results(plain, tmp_path / "a")}
+    fig = agreement_vs_position(with_agreement(plain, ("quality",)))
+    assert [ax.get_title() for ax in fig.axes] == ["pre-logit cosine", "top-1 agreement"]
+    for ax in fig.axes:
+        lines = [ln for ln in ax.lines if ln.get_marker() != "None"]
+        assert len(lines) == 2 and all(ln.get_linestyle() == "-" for ln in lines)
+        assert list(lines[0].get_xdata()) == [0.0, 0.5]
+        assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_marker() == "None"] == [1.0]
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert "the unreduced model" in labels and "off the shelf" not in labels
+
+    fig = agreement_vs_position(with_agreement(frame(("tokenlearner",), BOTH), BOTH), adapt="distill")
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert {"off the shelf", "distilled"} <= labels
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    solid = [ln for ln in ax.lines if ln.get_linestyle() == "-" and ln.get_marker() != "None"]
+    assert len(dashed) == len(solid) == 1 and dashed[0].get_markerfacecolor() == "white"
+    assert dashed[0].get_ydata()[0] < solid[0].get_ydata()[0]
+    drawn = {p.name for p in plot_results(with_agreement(plain, ("quality",)), tmp_path / "b")}
+    assert {"agreement_vs_position.png", "agreement_vs_position.pdf"} <= drawn

@@ -76,7 +76,7 @@ def test_every_chart_is_drawn_with_its_marks(page) -> None:
         c.chart.data.datasets.reduce((n, ds, i) => n + (ds.reference ? 0 : c.chart.getDatasetMeta(i).data
             .filter(p => Number.isFinite(p.x) && Number.isFinite(p.y)).length), 0)])""",
     )
-    assert len(drawn) == 14  # 2 + 8 accuracy panels, compute, speed, 2 adaptation panels
+    assert len(drawn) == 16  # 2 + 8 accuracy panels, compute, speed, 2 adaptation, 2 agreement
     assert all(marks > 0 and rendered == marks for _, marks, rendered in drawn), drawn
     variants = recommend(RUN, Budget(max_gflops=1e9))  # independent of the page: 29 variants
     assert drawn[0][0] == "accuracy_vs_gflops" and drawn[0][1] == len(variants) == 29

@@ -130,6 +130,10 @@ class QualityConfig:
     # the baseline's pre-logits and logits for distill_steps steps (the blocks before k frozen).
     adapt: str = "scratch"
     distill_steps: int = 100
+    # adapt = none: also each reducer's teacher_agreement and teacher_cosine against the unreduced
+    # model on train_data's held-out split (distill always measures them). Nearly free when that
+    # split is a probe set too: the probe's features are reused and the teacher runs once a process.
+    agreement: bool = False
 
 
 EXECUTORS = ("inline", "local", "slurm", "debug")  # executor.kind

@@ -103,14 +103,18 @@ def probe_features(
     l2_reg: float | str,
     device: str | torch.device,
     batch_size: int = 256,
+    keep: dict[str, np.ndarray] | None = None,
 ) -> list[FewShotRecord]:
-    """FewShotRecords of `model` on each (train, test) pair; features are extracted once per split."""
+    """FewShotRecords of `model` on each (train, test) pair; features are extracted once per split.
+    `keep`, if given, receives each test split's features by dataset name (for reuse)."""
     out = []
     for tr, te in probes:
         rows = support_union(tr.labels, shots, seeds)
         kw = {"batch_size": batch_size, "device": device, **batch_args(model)}
         ftr = extract_features(model, tr, rows, **kw)  # [M, D]
         fte = extract_features(model, te, **kw)  # [T, D]
+        if keep is not None:
+            keep[te.name] = fte
         out += fewshot_grid(
             ftr,
             tr.labels,
@@ -218,9 +222,12 @@ def run_probe_variant(
     if q.l2_reg != "cv" and (isinstance(q.l2_reg, str) or not 0 < q.l2_reg < float("inf")):
         raise ConfigError(f"the ridge lambda (l2_reg) must be a positive number or 'cv', got {q.l2_reg!r}")
     parse_spec(q.train_data)  # an unknown name fails now, even when steps == 0
-    for spec in ([q.train_data] if steps else []) + list(q.probe_data):
+    # train_data's held-out split: a distilled variant's agreement, or an inserted one's (agreement)
+    agree = q.agreement and q.adapt == "none" and not variant.is_baseline
+    used = ([q.train_data] if steps or agree else []) + list(q.probe_data)
+    for spec in used:
         check_spec(spec, download=download)  # a spec's options and folders, before any estimate or work
-    check_data_fits(variant.model, [q.train_data, *q.probe_data] if steps else q.probe_data, img_size)
+    check_data_fits(variant.model, used, img_size)
     device = str(resolve_device(q.device))
     info = model_info(variant.model, img_size)
     init = backbone_init(checkpoint_path, pretrained)
@@ -260,6 +267,8 @@ def run_probe_variant(
     else:
         step_s = step_seconds
     images = sum(len(support_union(tr.labels, q.shots, seeds)) + len(te) for tr, te in probes)
+    if agree and q.train_data not in q.probe_data:
+        images += len(load_splits(q.train_data, **shape, download=download)[1])  # its own pass
     init_probe = (q.init_reference or distill) and steps > 0
     passes = 1 + init_probe
     estimate = todo * step_s * (4 / 3 if distill else 1) + passes * images * step_s / q.batch_size / 3
@@ -297,7 +306,23 @@ def run_probe_variant(
         if distill:
             agreement["trained"] = teacher_agreement(model, teacher, held_out, device)
     say("probing the trained features" if steps else "probing the features")
-    stages.append(("trained" if steps else "init", probe_features(model.to(device), probes, **kw)))
+    test_features: dict[str, np.ndarray] = {}
+    stage = "trained" if steps else "init"
+    stages.append((stage, probe_features(model.to(device), probes, **kw, keep=test_features)))
+    if agree:
+        say("agreement with the unreduced model")
+        held = load_splits(q.train_data, **shape, download=download)[1]
+        key = (variant.model, img_size, pretrained, str(checkpoint_path), seed, num_classes,
+               q.train_data, device)  # fmt: skip
+        if key not in _TEACHER_OUTPUTS:  # once a process: every variant of a model shares it
+            torch.manual_seed(seed)  # the teacher's fresh head is the student's, as in distill
+            _TEACHER_OUTPUTS[key] = held_out_outputs(build(Variant(variant.model, None, None, None)),
+                                                     held, device)  # fmt: skip
+        mine = test_features.get(held.name)
+        agreement[stage] = agreement_of(
+            held_out_outputs(model, held, device) if mine is None else (mine, None),
+            _TEACHER_OUTPUTS[key], model,
+        )
     records = tuple(
         ProbeRecord(
             variant.model,
@@ -351,6 +376,40 @@ def freeze_before(model: nn.Module, k: int | None) -> None:
     for name in ("cls_token", "reg_token", "pos_embed"):
         if isinstance(getattr(model, name, None), nn.Parameter):
             getattr(model, name).requires_grad_(False)
+
+
+# (model, img_size, weights, seed, head, data, device) -> the unreduced model's held-out outputs
+_TEACHER_OUTPUTS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+@torch.no_grad()
+def held_out_outputs(model: nn.Module, data: ImageSet, device: str, batch_size: int = 256,
+                     ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(pre-logits [N, D], logits [N, K]) of `model` on all of `data`, in eval mode."""
+    model.to(device).eval()
+    pre, logits = [], []
+    for x, _ in iter_batches(data, np.arange(len(data)), batch_size, **batch_args(model)):
+        p, z = outputs(model, normalize(x.to(device)))
+        pre.append(p.float().cpu().numpy())
+        logits.append(z.float().cpu().numpy())
+    return np.concatenate(pre), np.concatenate(logits)
+
+
+@torch.no_grad()
+def agreement_of(student: tuple[np.ndarray, np.ndarray | None],
+                 teacher: tuple[np.ndarray, np.ndarray], model: nn.Module) -> tuple[float, float]:  # fmt: skip
+    """(top-1 agreement, mean pre-logit cosine) from both models' held-out outputs; a student's
+    logits that are None are its head applied to its pre-logits (what `outputs` computes)."""
+    s_pre, s_logits = student
+    if s_logits is None:
+        head = model.get_classifier()
+        w = next(head.parameters(), None)
+        x = torch.from_numpy(s_pre).to(w.device if w is not None else "cpu")
+        s_logits = head(x).float().cpu().numpy()
+    t_pre, t_logits = teacher
+    same = float((s_logits.argmax(-1) == t_logits.argmax(-1)).mean())
+    cos = F.cosine_similarity(torch.from_numpy(s_pre), torch.from_numpy(t_pre), dim=-1)
+    return same, float(cos.mean())
 
 
 @torch.no_grad()

@@ -276,6 +276,37 @@ def accuracy_vs_position_adapt(
     return specs
 
 
+TEACHER = {"teacher_cosine": "pre-logit cosine", "teacher_agreement": "top-1 agreement"}
+
+
+def agreement_vs_position(df: pd.DataFrame, model: str, key: Keys, item: str) -> list[dict[str, Any]]:
+    """Teacher cosine and top-1 agreement with the unreduced model vs position, a chart per
+    measure (as the PNG's panels); a distill run's off-the-shelf stage dashed and hollow."""
+    rows = df[df["metric"].isin(list(TEACHER)) & (df["variant"] != "baseline")]
+    rows = rows[np.isfinite(rows["value"].astype("float64"))]
+    if rows.empty:
+        return []
+    stages = [st for st in ("quality_init", "quality") if (rows["stage"] == st).any()]
+    styles = _series_style(list(_series(rows)))
+    specs = []
+    for metric, name in TEACHER.items():
+        series = [_hline("the unreduced model", 1.0)]
+        for stage in stages:
+            before = stage == "quality_init" and len(stages) > 1
+            sub = rows[(rows["metric"] == metric) & (rows["stage"] == stage)]
+            for skey, g in sub.groupby(_series(sub)):
+                mean = g.groupby(["position", "variant"])["value"].mean().reset_index()
+                pts = [_pt(r["position"], r["value"], key=key(model, r["variant"]))
+                       for _, r in mean.sort_values("position").iterrows()]  # fmt: skip
+                label = styles[skey]["name"] + ((" — before" if before else " — after") if len(stages) > 1 else "")
+                series.append(_series_dict(label, pts, **{**styles[skey], "dash": before}, line=True,
+                                           hollow=before))  # fmt: skip
+        specs.append(_spec("agreement_vs_position", model, f"{name.capitalize()} with the unreduced model — {model}",
+                           dict(label=f"relative position p of {_where(rows)}", log=False, positions=True),
+                           dict(label=f"{name} (1 = the unreduced model)", log=False), series))  # fmt: skip
+    return specs
+
+
 def family_gflops_vs_position(df: pd.DataFrame, key: Keys, item: str) -> list[dict[str, Any]]:
     """GFLOPs vs position, a colour per model, GFLOPs on a log axis (as the family PNG)."""
     g = _metric(df, "gflops")
@@ -335,7 +366,7 @@ def family_accuracy_vs_gflops(df: pd.DataFrame, key: Keys, item: str) -> list[di
 
 
 PER_MODEL = (accuracy_vs_gflops, accuracy_vs_position, gflops_vs_position, speedup_vs_flops,
-             accuracy_vs_position_adapt)  # fmt: skip
+             accuracy_vs_position_adapt, agreement_vs_position)  # fmt: skip
 FAMILY = (family_accuracy_vs_gflops, family_gflops_vs_position)
 
 

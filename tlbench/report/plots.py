@@ -9,7 +9,9 @@ position (and, with several token counts, a fill per count).
 - accuracy_vs_gflops: the trade-off, baseline marked, points labelled by p, Pareto front drawn;
 - speedup: measured speedup vs the FLOP-implied one (where speed was measured);
 - accuracy_vs_position_adapt: accuracy vs position before (dashed) and after (solid) adaptation,
-  where a run probed reducers at both stages (quality_init and quality).
+  where a run probed reducers at both stages (quality_init and quality);
+- agreement_vs_position: teacher cosine and top-1 agreement with the unreduced model vs position,
+  where a run measured them (quality.adapt = distill, or none with quality.agreement).
 
 A run of several models (model.names) draws each figure above per model (`NAME-MODEL.png`, never
 mixing models) plus the family figures, a colour per model:
@@ -295,6 +297,57 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
     return fig
 
 
+TEACHER = {"teacher_cosine": "pre-logit cosine", "teacher_agreement": "top-1 agreement"}
+
+
+def agreement_vs_position(df: pd.DataFrame, adapt: str | None = None) -> plt.Figure | None:
+    """How much of the unreduced model each reducer keeps, label-free: teacher cosine and top-1
+    agreement vs position, a line per (method, tokens), a panel per measure. A distill run's
+    variants off the shelf are dashed and hollow beside the distilled ones; 1 is the unreduced
+    model itself."""
+    rows = df[df["metric"].isin(list(TEACHER)) & np.isfinite(df["value"].astype("float64"))]
+    rows = rows[rows["variant"] != "baseline"]
+    if rows.empty:
+        return None
+    stages = [st for st in ("quality_init", "quality") if (rows["stage"] == st).any()]
+    before, after = STAGE_NAMES.get(adapt or "", BEFORE_AFTER)
+    palette = series_palette(series_keys(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), squeeze=False, sharex=True)
+    for ax, metric in zip(axes[0], TEACHER, strict=True):
+        ax.axhline(1.0, color=BASE_COLOR, ls=":", lw=1.5)
+        for stage in stages:
+            hollow = stage == "quality_init" and len(stages) > 1
+            sub = rows[(rows["metric"] == metric) & (rows["stage"] == stage)]
+            for key, g in sub.groupby(series_keys(sub)):
+                mean = g.groupby("position")["value"].mean()
+                st = palette[key]
+                ax.plot(mean.index, mean.to_numpy(), ls="--" if hollow else st["ls"], lw=1.5, ms=4,
+                        marker=st["marker"], color=st["color"], mfc="white" if hollow else st["color"])  # fmt: skip
+        ax.set_title(TEACHER[metric], fontsize=10)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        ax.set_xlabel(f"relative position p of {where_note(rows)}")
+    axes[0][0].set_ylabel("against the unreduced model")
+    from matplotlib.lines import Line2D
+
+    handles, labels = [Line2D([], [], color=BASE_COLOR, ls=":", lw=1.5)], ["the unreduced model"]
+    if len(stages) > 1:
+        handles += [Line2D([], [], color="0.35", ls="--", marker="o", ms=4, mfc="white"),
+                    Line2D([], [], color="0.35", ls="-", marker="o", ms=4)]  # fmt: skip
+        labels += [before, after]
+    handles += [Line2D([], [], color=st["color"], marker=st["marker"], ls=st["ls"], ms=4, lw=1.5)
+                for st in palette.values()]  # fmt: skip
+    labels += [series_label(key, palette, short=True) for key in palette]
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False,
+               ncol=min(len(labels), 4), fontsize=8)  # fmt: skip
+    data = ", ".join(sorted(rows["dataset"].dropna().astype(str).unique())) or "held-out data"
+    fig.suptitle(f"The reduced model against the unreduced one ({data}, held out) — {model_title(df)}")
+    sns.despine(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
 def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
     """Measured speedup vs FLOP-implied speedup (baseline GFLOPs / variant GFLOPs)."""
     sp, g = metric_rows(df, "speedup"), metric_rows(df, "gflops")
@@ -363,6 +416,7 @@ FIGURES = {
     "accuracy_vs_gflops": accuracy_vs_gflops,
     "speedup_vs_flops": speedup_vs_flops,
     "accuracy_vs_position_adapt": accuracy_vs_position_adapt,
+    "agreement_vs_position": agreement_vs_position,
 }
 
 
@@ -372,7 +426,7 @@ AFFECTED = {
                 "family_gflops_vs_position", "family_accuracy_vs_gflops"),
     "speed": ("speedup_vs_flops",),
     "quality": ("accuracy_vs_position", "accuracy_vs_gflops", "accuracy_vs_position_adapt",
-                "family_accuracy_vs_gflops"),
+                "agreement_vs_position", "family_accuracy_vs_gflops"),
 }  # fmt: skip
 
 
@@ -402,7 +456,8 @@ def _draw(df: pd.DataFrame, figures: dict[str, Any], out_dir: Path, suffix: str,
           missing: list[tuple[str, str, str]], adapt: str | None) -> list[Path]:  # fmt: skip
     written = []
     for name, make in figures.items():
-        fig = make(df, adapt=adapt) if make is accuracy_vs_position_adapt else make(df)
+        staged = make in (accuracy_vs_position_adapt, agreement_vs_position)
+        fig = make(df, adapt=adapt) if staged else make(df)
         if fig is None:
             continue
         stages: dict[tuple[str, str], list[str]] = {}  # (variant, why) -> stages: one reason said once

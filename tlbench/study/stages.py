@@ -297,7 +297,7 @@ def quality_unit(v: Variant, config: SweepConfig, run_dir: Path, device: str, st
     ]  # fmt: skip
     extra = dict(dataset=q.train_data, batch_size=q.batch_size, device=device, seed=config.seed)
     for stage, (agree, cosine) in res.agreement.items():  # distilled: how much of the teacher it keeps
-        kind = "quality_init" if stage == "init" else "quality"
+        kind = "quality_init" if stage == "init" and res.train else "quality"
         rows += [results.make_row(v, kind, "teacher_agreement", agree, **extra),
                  results.make_row(v, kind, "teacher_cosine", cosine, **extra)]  # fmt: skip
     if res.train is not None:
