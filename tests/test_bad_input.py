@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import typer
+from committed import committed_run
 from typer.testing import CliRunner
 
 from tlbench import bounds
@@ -31,9 +32,7 @@ from tlbench.errors import DataError
 
 runner = CliRunner()
 COMMANDS = typer.main.get_command(app).commands
-RUN = (
-    Path(__file__).resolve().parents[1] / "results" / "default" / "20261205-065245-cpu"
-)  # committed
+RUN = committed_run("default")
 
 
 def annotation(param: Any) -> Any:
