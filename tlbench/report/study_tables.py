@@ -4,7 +4,8 @@
 
 One row per variant: method, p, S (tokens kept), GFLOPs, and few-shot accuracy per probe set (mean
 and spread over the support draws) for each quality stage present ("quality_init": a distill run's
-variants before distillation, "quality": the final probe), with teacher agreement and cosine where the run has them. Reads
+variants before distillation, "quality": the final probe), with teacher agreement and cosine and
+the measured speedup (95% interval) where the run has them. Reads
 what a sweep wrote; computes nothing new but means, so the docs' tables are the runs' numbers.
 """
 
@@ -40,6 +41,10 @@ def variant_table(df: pd.DataFrame, shots: int = 10) -> pd.DataFrame:
     for metric in ("teacher_agreement", "teacher_cosine"):
         m = df[df.metric == metric].set_index(["variant", "stage"])["value"]
         table[metric] = [m.get((v, s)) for v, s in zip(table.variant, table.stage, strict=True)]
+    speed = df[df.metric == "speedup"].drop_duplicates("variant").set_index("variant")
+    for col, src in (("speedup", "value"), ("speedup_low", "ci_low"), ("speedup_high", "ci_high"),
+                     ("speedup_reliable", "reliable")):  # fmt: skip
+        table[col] = table["variant"].map(speed[src]) if src in speed else None
     table["method"] = table["method"].fillna("baseline")
     return table.sort_values(["stage", "method", "position", "num_tokens"], na_position="first")
 
@@ -51,6 +56,9 @@ def markdown(table: pd.DataFrame) -> str:
     agreement = table["teacher_cosine"].notna().any()
     if agreement:
         head += ["agreement", "cosine"]
+    speed = table["speedup"].notna().any()
+    if speed:
+        head += ["speedup [95% CI]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [r.variant, r.method, _num(r.position, "{:g}"), _num(r.num_tokens, "{:.0f}"),
@@ -58,12 +66,25 @@ def markdown(table: pd.DataFrame) -> str:
         cells += [f"{r[f'{d} mean']:.3f} ± {r[f'{d} std']:.3f}" for d in datasets]
         if agreement:
             cells += [_num(r.teacher_agreement, "{:.3f}"), _num(r.teacher_cosine, "{:.3f}")]
+        if speed:
+            cells.append(_speedup(r))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _num(value: object, spec: str) -> str:
     return "–" if value is None or pd.isna(value) else spec.format(value)
+
+
+def _speedup(r: pd.Series) -> str:
+    """'1.27× [1.24–1.29]'; an interval the timer called unreliable (wider than its target when
+    time ran out) is marked '*'."""
+    if r.speedup is None or pd.isna(r.speedup):
+        return "–"
+    text = f"{r.speedup:.2f}×"
+    if r.speedup_low is not None and not pd.isna(r.speedup_low):
+        text += f" [{r.speedup_low:.2f}–{r.speedup_high:.2f}]"
+    return text if r.speedup_reliable in (True, "True", 1, None) or pd.isna(r.speedup_reliable) else text + "*"
 
 
 def agreement_figure(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -117,7 +138,8 @@ def main(argv: list[str]) -> None:
         df = _read(run)
         print(f"### {run} ({shots}-shot)\n")
         print(markdown(variant_table(df, shots)) + "\n")
-        if figure is not None and df.metric.eq("teacher_cosine").any():
+        distilled = df.metric.eq("teacher_cosine") & df.stage.eq("quality_init")
+        if figure is not None and distilled.any():  # before and after: a distill run
             print("figure: " + ", ".join(map(str, agreement_figure(df, figure))))
 
 
