@@ -167,3 +167,23 @@ def test_the_agreement_figure_draws_each_reducer_against_the_unreduced_model(tmp
     assert dashed[0].get_ydata()[0] < solid[0].get_ydata()[0]
     drawn = {p.name for p in plot_results(with_agreement(plain, ("quality",)), tmp_path / "b")}
     assert {"agreement_vs_position.png", "agreement_vs_position.pdf"} <= drawn
+
+
+def test_a_per_block_schedule_is_a_series_per_r_not_per_derived_token_count() -> None:
+    """tome_r keeps a different S at every position; its series is its r, read back from the
+    reducer's own variant name, and a legend says 'r = 2' where it would say '8 tokens'."""
+    from tlbench.report.rows import budget_label, series
+    from tlbench.variants import make_variant
+
+    names = [make_variant("tiny", p, 4, method="tome_r", params={"r": r}).name
+             for p in (0.0, 0.5) for r in (1, 2)]  # fmt: skip
+    df = pd.DataFrame({"variant": [*names, "p0.5-s4"], "method": ["tome_r"] * 4 + ["tokenlearner"],
+                       "num_tokens": [12, 8, 14, 12, 4]})  # fmt: skip
+    keys = list(series(df))
+    assert keys == [("tome_r", 1.0), ("tome_r", 2.0), ("tome_r", 1.0), ("tome_r", 2.0), ("tokenlearner", 4)]
+    assert [budget_label(k) for k in keys[:2] + keys[-1:]] == ["r = 1", "r = 2", "4 tokens"]
+    runs = frame(("tokenlearner", "tome_r"), tokens=(4, 8))
+    runs["variant"] = runs["variant"].str.replace(r"^(tome_r-p[0-9.]+)-s(\d+)$", r"\1-r\2", regex=True)
+    fig = accuracy_vs_gflops(runs)
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert "budget" in labels  # the fill section names S and r alike

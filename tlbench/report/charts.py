@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlbench.report.rows import METHOD_LABELS, pareto_front
+from tlbench.report.rows import METHOD_LABELS, budget_label, pareto_front
 from tlbench.report.rows import item as _item
 from tlbench.report.rows import metric_rows as _metric
 from tlbench.report.rows import reliable as _reliable
@@ -51,7 +51,7 @@ def _series_style(keys: list[tuple[str, Any]]) -> dict[tuple[str, Any], dict[str
         color = COLORS[(tokens.index(t) if one else methods.index(m)) % len(COLORS)]
         out[(m, t)] = dict(color=color, shape="circle" if one else SHAPES[tokens.index(t) % len(SHAPES)],
                            dash=not one and tokens.index(t) % 2 == 1,
-                           name=f"{METHOD_LABELS.get(m, m)}, {int(t)} tokens")  # fmt: skip
+                           name=f"{METHOD_LABELS.get(m, m)}, {budget_label((m, t))}")  # fmt: skip
     return out
 
 
@@ -328,7 +328,7 @@ def family_gflops_vs_position(df: pd.DataFrame, key: Keys, item: str) -> list[di
                 _pt(r["position"], r["value"], key=key(m, r["variant"])) for _, r in rows.iterrows()
             ]
             j = keys.index(skey)
-            label = f"{m}, {METHOD_LABELS.get(skey[0], skey[0])} {int(skey[1])} tokens"
+            label = f"{m}, {METHOD_LABELS.get(skey[0], skey[0])} {budget_label(skey)}"
             series.append(_series_dict(label, pts, color=color, line=True, shape=SHAPES[j % len(SHAPES)],
                                        dash=j % 2 == 1))  # fmt: skip
     return [_spec("family_gflops_vs_position", "", f"Compute vs position — {len(models)} models",

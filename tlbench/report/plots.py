@@ -41,6 +41,7 @@ from tlbench.report.style import (
     apply_style,
     axes_legend,
     bottom_margin,
+    budget_kind,
     figure_legend,
     is_reliable,
     item_name,
@@ -131,19 +132,19 @@ class _MethodStyles:
         self.palette = palette
         self.colors = {m: st["color"] for (m, _), st in palette.items()}
         self.positions = sorted(reduced["position"].dropna().unique())
-        self.tokens = sorted({t for _, t in palette})
+        self.tokens = sorted({(budget_kind(m), t) for m, t in palette})  # ('S', 8), ('r', 2)
 
     def marker(self, position: float) -> str:
         return POSITION_MARKERS[self.positions.index(position) % len(POSITION_MARKERS)]
 
-    def fill(self, tokens: int) -> str:
+    def fill(self, budget: tuple[str, int]) -> str:
         if len(self.tokens) == 1:
             return "full"
-        return TOKEN_FILLS[self.tokens.index(tokens) % len(TOKEN_FILLS)]
+        return TOKEN_FILLS[self.tokens.index(budget) % len(TOKEN_FILLS)]
 
     def point(self, key: tuple[str, int], position: float) -> dict:
         return dict(marker=self.marker(position), ms=6, color=self.colors[key[0]],
-                    fillstyle=self.fill(key[1]))  # fmt: skip
+                    fillstyle=self.fill((budget_kind(key[0]), key[1])))  # fmt: skip
 
     def legend(self, ax: plt.Axes, extras: list[tuple[Any, str]] | None = None) -> None:
         """Beside the axes: methods (colour), positions (marker), token counts (fill), then the
@@ -160,8 +161,8 @@ class _MethodStyles:
         entries += [(blank, "position p")]
         entries += [(mark(self.marker(p)), f"p = {position_label(p)}") for p in self.positions]
         if len(self.tokens) > 1:
-            entries += [(blank, "tokens S")]
-            entries += [(mark("o", self.fill(t)), f"S = {int(t)}") for t in self.tokens]
+            entries += [(blank, "tokens S" if {k for k, _ in self.tokens} == {"S"} else "budget")]
+            entries += [(mark("o", self.fill(b)), f"{b[0]} = {int(b[1])}") for b in self.tokens]
         if extras is None:
             extras = [(Line2D([], [], ls="none", marker="*", ms=11, color=BASE_COLOR), "baseline"),
                       (Line2D([], [], color="tab:red", lw=1, alpha=0.7), "Pareto front")]  # fmt: skip
@@ -171,7 +172,7 @@ class _MethodStyles:
                         bbox_to_anchor=(1.02, 1), ncol=1 if len(entries) <= 18 else 2,
                         handlelength=1.5)  # fmt: skip
         for text in leg.get_texts():
-            if text.get_text() in ("method", "position p", "tokens S"):
+            if text.get_text() in ("method", "position p", "tokens S", "budget"):
                 text.set_fontweight("bold")
 
 

@@ -4,6 +4,7 @@ read as plots.py's do: tests/test_report.py checks that they agree."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,8 @@ import pandas as pd
 from tlbench.backbones.video import VIDEO_MODELS
 
 METHOD_LABELS = {"tokenlearner": "TokenLearner", "patchmerger": "PatchMerger", "pool": "pooling",
-                 "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe"}  # fmt: skip
+                 "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe",
+                 "tome_r": "ToMe per block"}  # fmt: skip
 REDUCER = "the reducer"
 
 
@@ -22,11 +24,37 @@ def metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[rows["stage"] == "quality"] if metric == "fewshot_acc" else rows
 
 
+# Methods whose series is keyed by their own parameter, not by the tokens a variant keeps: a
+# per-block schedule keeps a different S at every position (tome_r: r merged per block). The
+# parameter ends the variant's name ('tome_r-p0.25-r2': ToMePerBlock.label).
+SERIES_PARAM = {"tome_r": "r"}
+
+
 def series(df: pd.DataFrame) -> pd.Series:
-    """(method, token count) per row: a chart's series. Rows from before methods: TokenLearner's."""
+    """(method, budget) per row: a chart's series; the budget is the token count S, or the method's
+    SERIES_PARAM (tome_r's r). Rows from before methods: TokenLearner's."""
     method = df["method"] if "method" in df else pd.Series(None, index=df.index, dtype=object)
     method = method.where(method.notna(), "tokenlearner")
-    return pd.Series(list(zip(method, df["num_tokens"], strict=True)), index=df.index)
+    budget = [_param(v, SERIES_PARAM[m], t) if m in SERIES_PARAM else t
+              for m, v, t in zip(method, df["variant"], df["num_tokens"], strict=True)]  # fmt: skip
+    return pd.Series(list(zip(method, budget, strict=True)), index=df.index)
+
+
+def _param(variant: Any, name: str, default: Any) -> Any:
+    found = re.search(rf"-{name}(\d+)$", str(variant))
+    return float(found.group(1)) if found else default
+
+
+def budget_kind(method: str) -> str:
+    """What a series' budget counts: 'S' (tokens kept) or the method's own parameter ('r')."""
+    return SERIES_PARAM.get(method, "S")
+
+
+def budget_label(key: tuple[str, Any]) -> str:
+    """'8 tokens', or 'r = 2' for tome_r."""
+    method, value = key
+    kind = budget_kind(method)
+    return f"{int(value)} tokens" if kind == "S" else f"{kind} = {int(value)}"
 
 
 def where(df: pd.DataFrame) -> str:

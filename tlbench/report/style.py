@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from tlbench.report.rows import METHOD_LABELS, REDUCER, metric_rows, pareto_front  # noqa: F401 (shared names)
+from tlbench.report.rows import (  # noqa: F401 (shared names)
+    METHOD_LABELS,
+    REDUCER,
+    budget_kind,
+    budget_label,
+    metric_rows,
+    pareto_front,
+)
 from tlbench.report.rows import item as item_name  # noqa: F401
 from tlbench.report.rows import reliable as is_reliable  # noqa: F401
 from tlbench.report.rows import series as series_keys  # noqa: F401
@@ -41,10 +48,10 @@ def series_palette(keys: pd.Series) -> dict[tuple[str, int], dict]:
 
 def series_label(key: tuple[str, int], keys: dict[tuple[str, int], dict], short: bool = False) -> str:
     """'TokenLearner, 8 tokens'; '8 tokens' in a short legend when one method is shown."""
-    method, tokens = key
+    method = key[0]
     if short and len({m for m, _ in keys}) == 1:
-        return f"{int(tokens)} tokens"
-    return f"{METHOD_LABELS.get(method, method)}, {int(tokens)} tokens"
+        return budget_label(key)
+    return f"{METHOD_LABELS.get(method, method)}, {budget_label(key)}"
 
 
 def model_title(df: pd.DataFrame) -> str:
