@@ -187,3 +187,21 @@ def test_a_per_block_schedule_is_a_series_per_r_not_per_derived_token_count() ->
     fig = accuracy_vs_gflops(runs)
     labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert "budget" in labels  # the fill section names S and r alike
+
+
+def test_an_unreliable_speedup_is_faded_where_the_fill_names_the_budget() -> None:
+    """Several methods and token counts: the fill says S, so an unreliable interval must not
+    also be drawn hollow; it is faded, and the legend shows it faded."""
+    df = frame(("tokenlearner", "topk"), tokens=(4, 8))
+    speed = df[df["metric"] == "gflops"].drop_duplicates("variant").assign(
+        stage="speed", metric="speedup", unit="x", value=lambda d: 2.0 / d["value"],
+        ci_low=lambda d: 1.0 / d["value"], ci_high=lambda d: 3.0 / d["value"], device="cpu",
+        reliable=lambda d: d["variant"] != "topk-p0-s4")  # fmt: skip
+    fig = speedup_vs_flops(pd.concat([df, speed], ignore_index=True))
+    marks = [ln for ln in fig.axes[0].lines if len(ln.get_xdata()) == 1 and ln.get_marker() in POSITION_MARKERS]
+    faded = [ln for ln in marks if ln.get_alpha() == 0.35]
+    assert len(marks) == 8 and len(faded) == 1
+    assert {ln.get_fillstyle() for ln in marks} == {"full", "none"}  # S = 4 and S = 8, both kept
+    legend = {t.get_text(): h for t, h in zip(fig.axes[0].get_legend().get_texts(),
+                                              fig.axes[0].get_legend().legend_handles, strict=True)}  # fmt: skip
+    assert legend["unreliable (95% CI wider than ±10%)"].get_alpha() == 0.35

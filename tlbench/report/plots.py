@@ -376,9 +376,10 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
         if pd.notna(ci_low) and pd.notna(ci_high):
             ax.errorbar(r["flops_speedup"], r["value"], lw=0, elinewidth=1, capsize=2, color=c,
                         yerr=[[max(r["value"] - ci_low, 0)], [max(ci_high - r["value"], 0)]])  # fmt: skip
-        if styles:  # several methods: the marker names the position, no text labels to collide
+        if styles:  # several methods: the marker names the position, the fill the budget, so an
+            # unreliable interval is a faded mark, not a hollow one
             ax.plot(r["flops_speedup"], r["value"], ls="none", **styles.point(r["series"], r["position"]),
-                    **({"mfc": "white"} if shaky else {}))  # fmt: skip
+                    **({"alpha": 0.35} if shaky else {}))  # fmt: skip
             continue
         ax.plot(r["flops_speedup"], r["value"], marker=m, ls="none", color=c, mfc="white" if shaky else c)
         ax.annotate(f"p={r['position']:.3g}", (r["flops_speedup"], r["value"]),
@@ -388,7 +389,8 @@ def speedup_vs_flops(df: pd.DataFrame) -> plt.Figure | None:
             ax.plot([], [], ls="none", marker=st["marker"], color=st["color"], label=series_label(key, palette, short=True))
     shaky_mark = None
     if not all(is_reliable(r) for _, r in sp.iterrows()):
-        (shaky_mark,) = ax.plot([], [], "o", color="0.4", mfc="white", label="unreliable (95% CI wider than ±10%)")
+        faded = {"alpha": 0.35} if styles else {"mfc": "white"}
+        (shaky_mark,) = ax.plot([], [], "o", color="0.4", **faded, label="unreliable (95% CI wider than ±10%)")
     dev = sp["device"].dropna().unique()
     ax.set_xlabel("FLOP-implied speedup (×)")
     ax.set_ylabel("measured speedup (×)")
