@@ -90,7 +90,8 @@ class ProbeResult:
     estimate_s: float  # the whole stage: training + feature extraction
     train_estimate_s: float  # training alone: compare with train.train_s
     # quality.adapt = distill: stage ("init": off the shelf, "trained": distilled) -> (top-1
-    # agreement with the teacher, mean pre-logit cosine) on the training set's held-out split
+    # agreement with the teacher, mean pre-logit cosine) on the training set's held-out split;
+    # adapt = none with quality.agreement: "init" only, the reducer as inserted
     agreement: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
@@ -312,8 +313,9 @@ def run_probe_variant(
     if agree:
         say("agreement with the unreduced model")
         held = load_splits(q.train_data, **shape, download=download)[1]
-        key = (variant.model, img_size, pretrained, str(checkpoint_path), seed, num_classes,
-               q.train_data, device)  # fmt: skip
+        weights = Path(checkpoint_path).stat() if checkpoint_path else None  # a retrained file is new
+        key = (variant.model, img_size, pretrained, str(checkpoint_path), weights and weights.st_mtime_ns,
+               weights and weights.st_size, seed, num_classes, q.train_data, device)  # fmt: skip
         if key not in _TEACHER_OUTPUTS:  # once a process: every variant of a model shares it
             torch.manual_seed(seed)  # the teacher's fresh head is the student's, as in distill
             _TEACHER_OUTPUTS[key] = held_out_outputs(build(Variant(variant.model, None, None, None)),
@@ -378,7 +380,8 @@ def freeze_before(model: nn.Module, k: int | None) -> None:
             getattr(model, name).requires_grad_(False)
 
 
-# (model, img_size, weights, seed, head, data, device) -> the unreduced model's held-out outputs
+# (model, size, weights and their file's stamp, seed, head, data, device) -> the unreduced model's
+# outputs on the held-out split, computed once per process (a sweep's worker probes many variants)
 _TEACHER_OUTPUTS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
