@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tlbench.report.rows import METHOD_LABELS, budget_label, pareto_front
+from tlbench.report.rows import METHOD_LABELS, TEACHER, budget_label, pareto_front
 from tlbench.report.rows import item as _item
 from tlbench.report.rows import metric_rows as _metric
 from tlbench.report.rows import reliable as _reliable
@@ -274,9 +274,6 @@ def accuracy_vs_position_adapt(
                            dict(label=f"relative position p of {_where(acc)}", log=False, positions=True),
                            dict(label=f"{k}-shot accuracy (%)", log=False), series))  # fmt: skip
     return specs
-
-
-TEACHER = {"teacher_cosine": "pre-logit cosine", "teacher_agreement": "top-1 agreement"}
 
 
 def agreement_vs_position(df: pd.DataFrame, model: str, key: Keys, item: str) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ from tlbench.report.style import (
     BASE_COLOR,
     METHOD_LABELS,
     REDUCER,
+    TEACHER,
     apply_style,
     axes_legend,
     bottom_margin,
@@ -296,9 +297,6 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
     sns.despine(fig)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
-
-
-TEACHER = {"teacher_cosine": "pre-logit cosine", "teacher_agreement": "top-1 agreement"}
 
 
 def agreement_vs_position(df: pd.DataFrame, adapt: str | None = None) -> plt.Figure | None:

@@ -16,6 +16,8 @@ METHOD_LABELS = {"tokenlearner": "TokenLearner", "patchmerger": "PatchMerger", "
                  "random": "random drop", "topk": "Top-K", "evit": "EViT", "tome": "ToMe",
                  "tome_r": "ToMe per block"}  # fmt: skip
 REDUCER = "the reducer"
+# The label-free measures against the unreduced model, as a figure's panels name them
+TEACHER = {"teacher_cosine": "pre-logit cosine", "teacher_agreement": "top-1 agreement"}
 
 
 def metric_rows(df: pd.DataFrame, metric: str) -> pd.DataFrame:

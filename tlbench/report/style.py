@@ -12,6 +12,7 @@ import seaborn as sns
 from tlbench.report.rows import (  # noqa: F401 (shared names)
     METHOD_LABELS,
     REDUCER,
+    TEACHER,
     budget_kind,
     budget_label,
     metric_rows,
