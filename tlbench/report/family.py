@@ -15,6 +15,7 @@ from tlbench.report.style import (
     MARKERS,
     item_name,
     metric_rows,
+    position_axis,
     position_label,
     series_keys,
     series_label,
@@ -59,9 +60,7 @@ def family_gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_yscale("log")
     ax.set_xlabel(f"relative position p of {where_note(g)}")
     ax.set_ylabel(f"GFLOPs per {item_name(df)} (1 MAC = 1 FLOP)")
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+    position_axis(ax)
     ax.set_title(f"Compute vs position — {len(colors)} models", fontsize=10)
     ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     sns.despine(fig)

@@ -49,6 +49,7 @@ from tlbench.report.style import (
     metric_rows,
     model_title,
     pareto_front,
+    position_axis,
     position_label,
     series_keys,
     series_label,
@@ -83,9 +84,7 @@ def accuracy_vs_position(df: pd.DataFrame) -> plt.Figure | None:
             ax.errorbar(stats["position"], stats["mean"] * 100, yerr=stats["std"].fillna(0) * 100,
                         ms=4, capsize=2.5, lw=1.5, label=series_label(key, palette), **palette[key])  # fmt: skip
         ax.set_title(f"{ds}, {k}-shot", fontsize=10)
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        position_axis(ax)
         if j == 0:
             ax.set_ylabel("few-shot accuracy (%)")
         if i == len(datasets) - 1:
@@ -113,8 +112,7 @@ def gflops_vs_position(df: pd.DataFrame) -> plt.Figure | None:
     ax.set_xlabel(f"relative position p of {where_note(g)}")
     ax.set_ylabel(f"GFLOPs per {item_name(df)} (1 MAC = 1 FLOP)")
     ax.set_ylim(bottom=0)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+    position_axis(ax, limits=False)
     ax.set_title(f"Compute vs position — {model_title(df)}", fontsize=10)
     axes_legend(ax, len(palette))
     sns.despine(fig)
@@ -273,9 +271,7 @@ def accuracy_vs_position_adapt(df: pd.DataFrame, adapt: str | None = None) -> pl
                 ax.plot(mean.index, mean.to_numpy() * 100, ls=ls, lw=1.5, ms=4, marker=st["marker"],
                         color=st["color"], mfc="white" if ls == "--" else st["color"])  # fmt: skip
         ax.set_title(ds, fontsize=10)
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        position_axis(ax)
         ax.set_xlabel(f"relative position p of {where_note(acc)}")
         if ax is axes[0][0]:
             ax.set_ylabel(f"{shots}-shot accuracy (%)")
@@ -323,9 +319,7 @@ def agreement_vs_position(df: pd.DataFrame, adapt: str | None = None) -> plt.Fig
                 ax.plot(mean.index, mean.to_numpy(), ls="--" if hollow else st["ls"], lw=1.5, ms=4,
                         marker=st["marker"], color=st["color"], mfc="white" if hollow else st["color"])  # fmt: skip
         ax.set_title(TEACHER[metric], fontsize=10)
-        ax.set_xlim(-0.05, 1.05)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+        position_axis(ax)
         ax.set_xlabel(f"relative position p of {where_note(rows)}")
     axes[0][0].set_ylabel("against the unreduced model")
     from matplotlib.lines import Line2D

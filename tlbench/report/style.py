@@ -68,6 +68,15 @@ def position_label(p: float) -> str:
     return str(f) if abs(float(f) - p) < 1e-9 else f"{p:.3g}"
 
 
+def position_axis(ax: plt.Axes, limits: bool = True) -> None:
+    """The relative-position x axis every position figure shares: ticks 0, 1/4, 1/2, 3/4, 1, and
+    (with `limits`) a small margin past 0 and 1."""
+    if limits:
+        ax.set_xlim(-0.05, 1.05)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.set_xticklabels(["0", "1/4", "1/2", "3/4", "1"])
+
+
 def slug(model: str) -> str:
     import re
 
