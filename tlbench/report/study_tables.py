@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from tlbench.errors import ResultsError
+from tlbench.report.rows import TEACHER
 
 STAGE_LABEL = {"quality_init": "off the shelf", "quality": "distilled"}  # the figure: distill runs
 
@@ -38,7 +39,7 @@ def variant_table(df: pd.DataFrame, shots: int = 10) -> pd.DataFrame:
     table.columns = [f"{d} {s}" for s, d in table.columns]
     table = table.reset_index()
     table.insert(4, "gflops", table["variant"].map(flops))
-    for metric in ("teacher_agreement", "teacher_cosine"):
+    for metric in TEACHER:
         m = df[df.metric == metric].set_index(["variant", "stage"])["value"]
         table[metric] = [m.get((v, s)) for v, s in zip(table.variant, table.stage, strict=True)]
     speed = df[df.metric == "speedup"].drop_duplicates("variant").set_index("variant")
@@ -95,7 +96,7 @@ def agreement_figure(df: pd.DataFrame, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = df[df.metric.isin(["teacher_agreement", "teacher_cosine"])]
+    rows = df[df.metric.isin(list(TEACHER))]
     if rows.empty:
         raise ResultsError("no teacher_agreement rows: the run has no distilled variants")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
