@@ -268,8 +268,11 @@ def run_probe_variant(
     else:
         step_s = step_seconds
     images = sum(len(support_union(tr.labels, q.shots, seeds)) + len(te) for tr, te in probes)
-    if agree and q.train_data not in q.probe_data:
-        images += len(load_splits(q.train_data, **shape, download=download)[1])  # its own pass
+    # an inserted variant's agreement: train_data's held-out split, the probe's own when it is one
+    held = next((te for _, te in probes if te.name == q.train_data), None) if agree else None
+    if agree and held is None:
+        held = load_splits(q.train_data, **shape, download=download)[1]
+        images += len(held)  # its own pass
     init_probe = (q.init_reference or distill) and steps > 0
     passes = 1 + init_probe
     estimate = todo * step_s * (4 / 3 if distill else 1) + passes * images * step_s / q.batch_size / 3
@@ -312,7 +315,6 @@ def run_probe_variant(
     stages.append((stage, probe_features(model.to(device), probes, **kw, keep=test_features)))
     if agree:
         say("agreement with the unreduced model")
-        held = load_splits(q.train_data, **shape, download=download)[1]
         weights = Path(checkpoint_path).stat() if checkpoint_path else None  # a retrained file is new
         key = (variant.model, img_size, pretrained, str(checkpoint_path), weights and weights.st_mtime_ns,
                weights and weights.st_size, seed, num_classes, q.train_data, device)  # fmt: skip
